@@ -1,0 +1,176 @@
+package api
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"io"
+)
+
+// The OST data path: a small binary protocol over TCP, so bulk bytes never
+// pass through the NATS server. One request at a time per connection; the
+// client keeps a pool of connections per OST for parallelism.
+//
+//	request  = ReqHeader (40 bytes) payload
+//	response = RespHeader (16 bytes) payload (data, or error text when Status != 0)
+
+const (
+	frameMagic   = 0x5354 // "ST"
+	frameVersion = 1
+	// ReqHeaderSize and RespHeaderSize are the fixed header lengths.
+	ReqHeaderSize  = 40
+	RespHeaderSize = 16
+	// MaxFramePayload bounds one request or reply payload.
+	MaxFramePayload = 8 << 20
+)
+
+// OST operations.
+const (
+	OSTWrite   uint8 = 1 // Payload at Offset of Object
+	OSTRead    uint8 = 2 // Length bytes at Offset; short at end of object
+	OSTPunch   uint8 = 3 // truncate Object to Offset bytes
+	OSTSync    uint8 = 4 // make Object durable
+	OSTGetSize uint8 = 5 // reply Value = object size
+	OSTDestroy uint8 = 6 // remove Object
+	OSTStatFS  uint8 = 7 // reply payload = JSON OSTStatfs
+	ostOpMax         = OSTStatFS
+)
+
+// Request flags.
+const (
+	// FlagSync: reply only once the write is durable.
+	FlagSync uint32 = 1 << 0
+)
+
+// ReqHeader is a request's fixed part.
+type ReqHeader struct {
+	Op     uint8
+	Flags  uint32
+	Object uint64
+	Offset uint64
+	Length uint32
+	// PayloadLen is the number of payload bytes that follow.
+	PayloadLen uint32
+	// Fence is the writer's epoch; 0 means unfenced. An OST that knows a
+	// newer epoch for the object refuses the write (persistent deployments).
+	Fence uint64
+}
+
+// RespHeader is a reply's fixed part.
+type RespHeader struct {
+	Status     Code
+	PayloadLen uint32
+	Value      uint64
+}
+
+// OSTStatfs is an OST's capacity and usage.
+type OSTStatfs struct {
+	Index   uint32 `json:"index"`
+	Total   uint64 `json:"total"`
+	Free    uint64 `json:"free"`
+	Avail   uint64 `json:"avail"`
+	Objects uint64 `json:"objects"`
+}
+
+// EncodeReqHeader writes h into b (len ≥ ReqHeaderSize).
+func EncodeReqHeader(b []byte, h ReqHeader) {
+	binary.BigEndian.PutUint16(b[0:], frameMagic)
+	b[2] = frameVersion
+	b[3] = h.Op
+	binary.BigEndian.PutUint32(b[4:], h.Flags)
+	binary.BigEndian.PutUint64(b[8:], h.Object)
+	binary.BigEndian.PutUint64(b[16:], h.Offset)
+	binary.BigEndian.PutUint32(b[24:], h.Length)
+	binary.BigEndian.PutUint32(b[28:], h.PayloadLen)
+	binary.BigEndian.PutUint64(b[32:], h.Fence)
+}
+
+// DecodeReqHeader parses and validates a request header.
+func DecodeReqHeader(b []byte) (ReqHeader, error) {
+	if len(b) < ReqHeaderSize {
+		return ReqHeader{}, Errorf(CodeInvalid, "short request header (%d bytes)", len(b))
+	}
+	if binary.BigEndian.Uint16(b[0:]) != frameMagic {
+		return ReqHeader{}, Errorf(CodeInvalid, "bad frame magic")
+	}
+	if b[2] != frameVersion {
+		return ReqHeader{}, Errorf(CodeInvalid, "unsupported frame version %d", b[2])
+	}
+	h := ReqHeader{
+		Op:         b[3],
+		Flags:      binary.BigEndian.Uint32(b[4:]),
+		Object:     binary.BigEndian.Uint64(b[8:]),
+		Offset:     binary.BigEndian.Uint64(b[16:]),
+		Length:     binary.BigEndian.Uint32(b[24:]),
+		PayloadLen: binary.BigEndian.Uint32(b[28:]),
+		Fence:      binary.BigEndian.Uint64(b[32:]),
+	}
+	if h.Op == 0 || h.Op > ostOpMax {
+		return h, Errorf(CodeInvalid, "unknown OST operation %d", h.Op)
+	}
+	if h.PayloadLen > MaxFramePayload || h.Length > MaxFramePayload {
+		return h, Errorf(CodeInvalid, "frame of %d/%d bytes exceeds %d", h.PayloadLen, h.Length, MaxFramePayload)
+	}
+	if h.Op != OSTWrite && h.PayloadLen != 0 {
+		return h, Errorf(CodeInvalid, "operation %d takes no payload", h.Op)
+	}
+	if h.Offset > 1<<62 || h.Offset+uint64(h.PayloadLen)+uint64(h.Length) > 1<<62 {
+		return h, Errorf(CodeTooBig, "offset %d out of range", h.Offset)
+	}
+	return h, nil
+}
+
+// EncodeRespHeader writes h into b (len ≥ RespHeaderSize).
+func EncodeRespHeader(b []byte, h RespHeader) {
+	binary.BigEndian.PutUint16(b[0:], frameMagic)
+	b[2] = frameVersion
+	b[3] = codeIndex(h.Status)
+	binary.BigEndian.PutUint32(b[4:], h.PayloadLen)
+	binary.BigEndian.PutUint64(b[8:], h.Value)
+}
+
+// DecodeRespHeader parses and validates a reply header.
+func DecodeRespHeader(b []byte) (RespHeader, error) {
+	if len(b) < RespHeaderSize {
+		return RespHeader{}, Errorf(CodeIO, "short reply header")
+	}
+	if binary.BigEndian.Uint16(b[0:]) != frameMagic || b[2] != frameVersion {
+		return RespHeader{}, Errorf(CodeIO, "bad reply frame")
+	}
+	h := RespHeader{
+		Status:     codeAt(b[3]),
+		PayloadLen: binary.BigEndian.Uint32(b[4:]),
+		Value:      binary.BigEndian.Uint64(b[8:]),
+	}
+	if h.PayloadLen > MaxFramePayload {
+		return h, Errorf(CodeIO, "reply of %d bytes exceeds %d", h.PayloadLen, MaxFramePayload)
+	}
+	return h, nil
+}
+
+// WriteResponse sends a reply: on err, its code and text; else value and payload.
+func WriteResponse(w io.Writer, scratch []byte, value uint64, payload []byte, err error) error {
+	h := RespHeader{Value: value}
+	if err != nil {
+		e := AsError(err)
+		h.Status = e.Code
+		payload = []byte(e.Msg)
+	}
+	h.PayloadLen = uint32(len(payload))
+	EncodeRespHeader(scratch[:RespHeaderSize], h)
+	if len(payload) <= len(scratch)-RespHeaderSize {
+		n := copy(scratch[RespHeaderSize:], payload)
+		_, werr := w.Write(scratch[:RespHeaderSize+n])
+		return werr
+	}
+	if _, werr := w.Write(scratch[:RespHeaderSize]); werr != nil {
+		return werr
+	}
+	_, werr := w.Write(payload)
+	return werr
+}
+
+// EncodeStatfs is the OSTStatfs reply payload.
+func EncodeStatfs(s OSTStatfs) []byte {
+	b, _ := json.Marshal(s) // plain struct: cannot fail
+	return b
+}

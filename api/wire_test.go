@@ -1,0 +1,138 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+func TestReqHeaderRoundTrip(t *testing.T) {
+	h := ReqHeader{Op: OSTWrite, Flags: FlagSync, Object: 1 << 40, Offset: 12345, PayloadLen: 4096, Fence: 9}
+	var b [ReqHeaderSize]byte
+	EncodeReqHeader(b[:], h)
+	got, err := DecodeReqHeader(b[:])
+	if err != nil || got != h {
+		t.Fatalf("got %+v %v, want %+v", got, err, h)
+	}
+}
+
+func TestDecodeReqHeaderRejects(t *testing.T) {
+	good := ReqHeader{Op: OSTRead, Object: 1, Length: 10}
+	cases := []struct {
+		name   string
+		mutate func(b []byte)
+		n      int
+	}{
+		{"short", nil, 10},
+		{"bad magic", func(b []byte) { b[0] = 'X' }, ReqHeaderSize},
+		{"bad version", func(b []byte) { b[2] = 9 }, ReqHeaderSize},
+		{"unknown op", func(b []byte) { b[3] = 200 }, ReqHeaderSize},
+		{"zero op", func(b []byte) { b[3] = 0 }, ReqHeaderSize},
+		{"huge payload", func(b []byte) { b[28] = 0xff }, ReqHeaderSize},
+		{"payload on read", func(b []byte) { b[31] = 1 }, ReqHeaderSize},
+		{"offset overflow", func(b []byte) { b[16] = 0xff }, ReqHeaderSize},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var b [ReqHeaderSize]byte
+			EncodeReqHeader(b[:], good)
+			if tc.mutate != nil {
+				tc.mutate(b[:])
+			}
+			if _, err := DecodeReqHeader(b[:tc.n]); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+func TestWriteResponseCarriesError(t *testing.T) {
+	var w bytes.Buffer
+	scratch := make([]byte, 64)
+	if err := WriteResponse(&w, scratch, 0, nil, Errorf(CodeCorrupt, "block 3")); err != nil {
+		t.Fatal(err)
+	}
+	h, err := DecodeRespHeader(w.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Status != CodeCorrupt || string(w.Bytes()[RespHeaderSize:]) != "block 3" {
+		t.Fatalf("got %+v %q", h, w.Bytes()[RespHeaderSize:])
+	}
+}
+
+func TestErrorIs(t *testing.T) {
+	err := error(Errorf(CodeNotFound, "x"))
+	if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) {
+		t.Fatal("Is by code")
+	}
+	if CodeOf(nil) != CodeOK || CodeOf(errors.New("?")) != CodeInternal {
+		t.Fatal("CodeOf")
+	}
+	for _, c := range AllCodes() {
+		if codeAt(codeIndex(c)) != c {
+			t.Fatalf("code %q does not survive the OST status byte", c)
+		}
+	}
+}
+
+func FuzzDecodeReqHeader(f *testing.F) {
+	var b [ReqHeaderSize]byte
+	EncodeReqHeader(b[:], ReqHeader{Op: OSTWrite, Object: 3, Offset: 4096, PayloadLen: 512})
+	f.Add(b[:])
+	f.Add([]byte{})
+	f.Add(bytes.Repeat([]byte{0xff}, ReqHeaderSize))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, err := DecodeReqHeader(data)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must encode back to the same bytes and stay
+		// within the limits.
+		if h.PayloadLen > MaxFramePayload || h.Length > MaxFramePayload || h.Op == 0 || h.Op > ostOpMax {
+			t.Fatalf("accepted out-of-range header %+v", h)
+		}
+		var again [ReqHeaderSize]byte
+		EncodeReqHeader(again[:], h)
+		if !bytes.Equal(again[:], data[:ReqHeaderSize]) {
+			t.Fatalf("re-encoding differs")
+		}
+	})
+}
+
+func FuzzDecodeRespHeader(f *testing.F) {
+	var b [RespHeaderSize]byte
+	EncodeRespHeader(b[:], RespHeader{Status: CodeIO, PayloadLen: 5, Value: 1})
+	f.Add(b[:])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, err := DecodeRespHeader(data)
+		if err == nil && h.PayloadLen > MaxFramePayload {
+			t.Fatalf("accepted payload %d", h.PayloadLen)
+		}
+	})
+}
+
+func FuzzDecodeRequest(f *testing.F) {
+	f.Add([]byte(`{"parent":1,"name":"a","mode":33188,"caller":{"uid":0,"gid":0}}`))
+	f.Add([]byte(`{"parent":1,"name":"a","extra":1}`))
+	f.Add([]byte(`{} {}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r CreateReq
+		if err := Decode(data, &r); err != nil && CodeOf(err) != CodeInvalid {
+			t.Fatalf("decode error of code %q", CodeOf(err))
+		}
+	})
+}
+
+func FuzzValidName(f *testing.F) {
+	for _, s := range []string{"a", ".", "..", "a/b", "x\x00", string(make([]byte, 300))} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		err := ValidName(name)
+		ok := name != "" && len(name) <= MaxNameLen && name != "." && name != ".." && !bytes.ContainsAny([]byte(name), "/\x00")
+		if (err == nil) != ok {
+			t.Fatalf("ValidName(%q) = %v", name, err)
+		}
+	})
+}

@@ -1,0 +1,116 @@
+// Command stria runs Stria services and its admin verbs. main only parses
+// the command line and wires signals; the services are libraries.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `stria — a parallel POSIX file system
+
+Services:
+  stria up --data DIR --mount MNT [--osts N]   everything in one process (embedded NATS and etcd)
+  stria meta  --data DIR --nats URL --etcd URL  the metadata service
+  stria ost   --data DIR --nats URL --etcd URL  one object storage target
+  stria mount --nats URL --etcd URL MNT         the FUSE client
+
+Admin verbs (on a path inside a mount):
+  stria setstripe -c COUNT -S SIZE [-i START_OST] PATH
+  stria getstripe PATH
+  stria df [-h] [PATH]
+
+Every service flag can also be given as STRIA_<NAME> in the environment
+(e.g. STRIA_NATS, STRIA_ETCD); a flag wins over the environment.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	verb, args := os.Args[1], os.Args[2:]
+	commands := map[string]func(context.Context, []string) error{
+		"up":        runUp,
+		"meta":      runMeta,
+		"ost":       runOST,
+		"mount":     runMount,
+		"setstripe": runSetstripe,
+		"getstripe": runGetstripe,
+		"df":        runDF,
+	}
+	cmd, ok := commands[verb]
+	if !ok {
+		if verb == "help" || verb == "-h" || verb == "--help" {
+			fmt.Print(usage)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "stria: unknown command %q\n\n%s", verb, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd(ctx, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "stria %s: %v\n", verb, err)
+		os.Exit(1)
+	}
+}
+
+// newLogger writes text logs to stderr at the given level.
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// applyEnv sets every flag not given on the command line from STRIA_<NAME>
+// (dashes become underscores): defaults < environment < flags.
+func applyEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		key := "STRIA_" + envName(f.Name)
+		if v, ok := os.LookupEnv(key); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", key, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func envName(flagName string) string {
+	b := []byte(flagName)
+	for i, c := range b {
+		switch {
+		case c == '-':
+			b[i] = '_'
+		case c >= 'a' && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
+// parse parses a verb's flags then the environment.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return applyEnv(fs)
+}

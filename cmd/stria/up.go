@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/stria/stria/api"
+	"github.com/stria/stria/cmd/stria/cluster"
+	"github.com/stria/stria/gateway"
+	"github.com/stria/stria/services/meta"
+	"github.com/stria/stria/services/ost"
+)
+
+// ReadyLine is printed on stdout once `stria up` has mounted the file system.
+const ReadyLine = "stria: ready"
+
+// runUp starts the whole file system in this process: embedded NATS with
+// JetStream, embedded etcd, meta, N OSTs and the mount.
+func runUp(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	var (
+		dataDir  = fs.String("data", "", "state directory (required)")
+		mnt      = fs.String("mount", "", "mount point (required)")
+		osts     = fs.Int("osts", 4, "number of OSTs")
+		fsname   = fs.String("fsname", "stria", "file system name")
+		natsPort = fs.Int("nats-port", 0, "NATS client port on 127.0.0.1 (0: any free port)")
+		logLevel = fs.String("log-level", "warn", "debug, info, warn or error")
+	)
+	gwCfg := gateway.NewConfig()
+	addGatewayFlags(fs, &gwCfg)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *dataDir == "" || *mnt == "":
+		return errors.New("--data and --mount are required")
+	case *osts < 1 || *osts > 256:
+		return fmt.Errorf("--osts %d: must be 1..256", *osts)
+	case fs.NArg() != 0:
+		return fmt.Errorf("unexpected arguments %v", fs.Args())
+	}
+	if err := api.ValidFSName(*fsname); err != nil {
+		return err
+	}
+	log, err := newLogger(*logLevel)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+		return err
+	}
+	if st, err := os.Stat(*mnt); err != nil || !st.IsDir() {
+		return fmt.Errorf("mount point %s is not a directory", *mnt)
+	}
+	unlock, err := lockDir(*dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	nsrv, err := cluster.StartNATS(filepath.Join(*dataDir, "nats"), *natsPort)
+	if err != nil {
+		return err
+	}
+	defer nsrv.Stop()
+	// etcd holds only leases and registrations that every service writes
+	// again at start, so the embedded one starts empty each time.
+	etcdDir := filepath.Join(*dataDir, "run", "etcd")
+	if err := os.RemoveAll(etcdDir); err != nil {
+		return err
+	}
+	esrv, err := cluster.StartEtcd(etcdDir)
+	if err != nil {
+		return err
+	}
+	defer esrv.Stop()
+
+	cli, err := cluster.ConnectEtcd(ctx, []string{esrv.URL})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	nc, err := cluster.ConnectNATS(nsrv.URL, "stria-up", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	// Services run until stopServices; the mount stops first on the way out.
+	svcCtx, stopServices := context.WithCancel(context.Background())
+	defer stopServices()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	errc := make(chan error, *osts+2)
+	run := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(svcCtx); err != nil && svcCtx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+
+	mcfg := meta.DefaultConfig()
+	mcfg.DataDir = filepath.Join(*dataDir, "meta")
+	mcfg.FSName = *fsname
+	msrv, err := meta.New(mcfg, meta.Deps{NATS: nc, Etcd: cli, Logger: log})
+	if err != nil {
+		return err
+	}
+	run("meta", msrv.Run)
+	readies := []<-chan struct{}{msrv.Ready()}
+	for i := 0; i < *osts; i++ {
+		ocfg := ost.NewConfig()
+		ocfg.DataDir = filepath.Join(*dataDir, fmt.Sprintf("ost%d", i))
+		ocfg.Index = i
+		ocfg.FSName = *fsname
+		osrv, err := ost.New(ocfg, ost.Deps{Etcd: cli, Logger: log})
+		if err != nil {
+			return err
+		}
+		run(fmt.Sprintf("ost%d", i), osrv.Run)
+		readies = append(readies, osrv.Ready())
+	}
+	if err := waitReady(ctx, errc, 2*time.Minute, readies...); err != nil {
+		return err
+	}
+
+	gwCfg.Mountpoint = *mnt
+	gwCfg.FSName = *fsname
+	gwCfg.NATSURL = nsrv.URL
+	gw, err := gateway.New(gwCfg, gateway.Deps{NATS: nc, Etcd: cli, Logger: log})
+	if err != nil {
+		return err
+	}
+	gwCtx, stopMount := context.WithCancel(context.Background())
+	defer stopMount()
+	gwDone := make(chan error, 1)
+	go func() { gwDone <- gw.Run(gwCtx) }()
+	select {
+	case <-gw.Ready():
+	case err := <-gwDone:
+		return fmt.Errorf("mount: %w", err)
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		stopMount()
+		<-gwDone
+		return nil
+	}
+	fmt.Printf("%s\n  mount: %s\n  nats:  %s\n  etcd:  %s\n  osts:  %d\n  data:  %s\n", ReadyLine, *mnt, nsrv.URL, esrv.URL, *osts, *dataDir)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-gwDone:
+		gwDone <- runErr
+	case runErr = <-errc:
+	}
+	stopMount()
+	if err := <-gwDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	stopServices()
+	wg.Wait()
+	fmt.Println("stria: stopped")
+	return runErr
+}
+
+// lockDir takes an exclusive lock on a state directory so two processes
+// never share it.
+func lockDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("state directory %s is in use by another stria process", dir)
+	}
+	return func() { f.Close() }, nil
+}

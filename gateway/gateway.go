@@ -1,0 +1,272 @@
+// Package gateway is Stria's client: a FUSE mount (go-fuse) that resolves
+// names through the metadata service and stripes file data over the OSTs.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/nats-io/nats.go"
+	"github.com/stria/stria/api"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Config is the mount's configuration; JSON tags equal the flag names.
+type Config struct {
+	Mountpoint string `json:"mount"`
+	FSName     string `json:"fsname"`
+	// EntryTimeout and AttrTimeout are how long the kernel may cache
+	// names and attributes.
+	EntryTimeout time.Duration `json:"entry-timeout"`
+	AttrTimeout  time.Duration `json:"attr-timeout"`
+	// OSTTimeout bounds one data request: an OST that stops answering
+	// gives EIO after it, never a hung mount.
+	OSTTimeout time.Duration `json:"ost-timeout"`
+	// MetaTimeout bounds one metadata request.
+	MetaTimeout time.Duration `json:"meta-timeout"`
+	// StartTimeout bounds the wait for meta and the OST list at mount time.
+	StartTimeout time.Duration `json:"start-timeout"`
+	// NATSURL is shown to admin tools through the stria.nats xattr.
+	NATSURL string `json:"nats"`
+	Debug   bool   `json:"debug"`
+}
+
+// NewConfig returns the defaults.
+func NewConfig() Config {
+	return Config{
+		FSName:       "stria",
+		EntryTimeout: time.Second,
+		AttrTimeout:  time.Second,
+		OSTTimeout:   30 * time.Second,
+		MetaTimeout:  30 * time.Second,
+		StartTimeout: 60 * time.Second,
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.Mountpoint == "" {
+		return errors.New("gateway: mount point is required")
+	}
+	if err := api.ValidFSName(c.FSName); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	if c.OSTTimeout <= 0 || c.MetaTimeout <= 0 || c.StartTimeout <= 0 {
+		return errors.New("gateway: timeouts must be positive")
+	}
+	return nil
+}
+
+// Deps are the connections the gateway uses.
+type Deps struct {
+	NATS   *nats.Conn
+	Etcd   *clientv3.Client
+	Logger *slog.Logger
+}
+
+// Gateway is one mount of a Stria file system.
+type Gateway struct {
+	cfg  Config
+	log  *slog.Logger
+	meta *api.MetaClient
+	ost  *api.OSTClient
+	osts *api.OSTRegistry
+
+	ready chan struct{}
+
+	// written holds the nodes with writes whose size and mtime meta has not
+	// been told yet, so a lookup of the same inode does not shrink the
+	// kernel's idea of the size.
+	writtenMu sync.Mutex
+	written   map[uint64]*node
+}
+
+// New checks the configuration and builds a gateway; Run mounts it.
+func New(cfg Config, deps Deps) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.NATS == nil || deps.Etcd == nil {
+		return nil, errors.New("gateway: NATS and etcd connections are required")
+	}
+	lg := deps.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	lg = lg.With("component", "gateway", "mount", cfg.Mountpoint)
+	return &Gateway{
+		cfg:     cfg,
+		log:     lg,
+		meta:    api.NewMetaClient(deps.NATS, cfg.FSName, cfg.MetaTimeout),
+		ost:     api.NewOSTClient(cfg.OSTTimeout),
+		osts:    api.NewOSTRegistry(deps.Etcd, cfg.FSName, lg),
+		ready:   make(chan struct{}),
+		written: map[uint64]*node{},
+	}, nil
+}
+
+// Ready is closed once the file system is mounted and usable.
+func (g *Gateway) Ready() <-chan struct{} { return g.ready }
+
+// Run mounts the file system, serves it until ctx ends, then unmounts.
+func (g *Gateway) Run(ctx context.Context) error {
+	defer g.ost.Close()
+	regCtx, stopReg := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); g.osts.Run(regCtx) }()
+	defer wg.Wait()
+	defer stopReg()
+
+	root, err := g.waitForMeta(ctx)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-g.osts.Ready():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+
+	server, err := fs.Mount(g.cfg.Mountpoint, root, g.fuseOptions())
+	if err != nil {
+		return fmt.Errorf("gateway: mounting %s: %w", g.cfg.Mountpoint, err)
+	}
+	if err := server.WaitMount(); err != nil {
+		server.Unmount()
+		return fmt.Errorf("gateway: waiting for mount: %w", err)
+	}
+	g.log.Info("mounted")
+	close(g.ready)
+
+	served := make(chan struct{})
+	go func() { server.Wait(); close(served) }()
+	select {
+	case <-ctx.Done():
+	case <-served:
+		return errors.New("gateway: file system was unmounted from outside")
+	}
+	// A busy mount (a shell sitting in it) cannot be unmounted normally;
+	// detach it so the process can still stop.
+	if err := server.Unmount(); err != nil {
+		g.log.Warn("unmount failed, detaching", "err", err)
+		if derr := syscall.Unmount(g.cfg.Mountpoint, syscall.MNT_DETACH); derr != nil {
+			return fmt.Errorf("gateway: unmounting %s: %w", g.cfg.Mountpoint, errors.Join(err, derr))
+		}
+	}
+	<-served
+	g.log.Info("unmounted")
+	return nil
+}
+
+// waitForMeta polls the root inode until meta answers, so a mount never
+// comes up in front of a metadata service that is not there.
+func (g *Gateway) waitForMeta(ctx context.Context) (*node, error) {
+	deadline := time.Now().Add(g.cfg.StartTimeout)
+	for {
+		var r api.AttrResp
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := g.meta.Call(cctx, api.OpGetAttr, api.InoReq{Ino: api.RootIno}, &r)
+		cancel()
+		if err == nil {
+			root := &node{gw: g}
+			root.attr = r.Attr
+			return root, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("gateway: metadata service not reachable: %w", err)
+		}
+		g.log.Debug("waiting for meta", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (g *Gateway) fuseOptions() *fs.Options {
+	entry, attr := g.cfg.EntryTimeout, g.cfg.AttrTimeout
+	var negative time.Duration
+	opts := &fs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:      "stria:" + g.cfg.FSName,
+			Name:        "stria",
+			AllowOther:  true,
+			DirectMount: os.Geteuid() == 0,
+			// The kernel checks permissions against the mode bits we
+			// report; meta stores what the caller asked for.
+			Options:       []string{"default_permissions"},
+			MaxWrite:      1 << 20,
+			MaxReadAhead:  1 << 20,
+			DisableSplice: true, // splice fails at 1 MiB (FACTS.md)
+			MaxBackground: 64,
+			Debug:         g.cfg.Debug,
+		},
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &negative,
+		RootStableAttr:  &fs.StableAttr{Ino: api.RootIno},
+		Logger:          log.New(slogWriter{g.log}, "", 0),
+	}
+	if !g.cfg.Debug {
+		opts.MountOptions.Logger = log.New(slogWriter{g.log}, "", 0)
+	}
+	return opts
+}
+
+// slogWriter adapts go-fuse's *log.Logger output to slog.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Info("fuse", "msg", string(p))
+	return len(p), nil
+}
+
+func (g *Gateway) trackWritten(n *node) {
+	g.writtenMu.Lock()
+	g.written[n.ino()] = n
+	g.writtenMu.Unlock()
+}
+
+func (g *Gateway) untrackWritten(n *node) {
+	g.writtenMu.Lock()
+	if g.written[n.ino()] == n {
+		delete(g.written, n.ino())
+	}
+	g.writtenMu.Unlock()
+}
+
+// localSize returns the size this mount has written beyond what meta knows.
+func (g *Gateway) localSize(ino uint64) (uint64, bool) {
+	g.writtenMu.Lock()
+	n := g.written[ino]
+	g.writtenMu.Unlock()
+	if n == nil {
+		return 0, false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.attr.Size, n.dirty
+}
+
+// ostAddr resolves a stripe's OST.
+func (g *Gateway) ostAddr(index uint32) (string, error) {
+	info, ok := g.osts.Lookup(index)
+	if !ok {
+		return "", api.Errorf(api.CodeUnavailable, "OST %d is not registered (down?)", index)
+	}
+	return info.Addr, nil
+}

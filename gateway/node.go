@@ -1,0 +1,459 @@
+package gateway
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/stria/stria/api"
+)
+
+// node is one inode of the mount.
+//
+// Lock order: node.mu is a leaf; Gateway.writtenMu may be held while taking
+// a node.mu (localSize), never the other way round.
+type node struct {
+	fs.Inode
+	gw *Gateway
+
+	mu      sync.Mutex
+	attr    api.Attr
+	attrAt  time.Time
+	layout  *api.Layout
+	opens   int
+	orphan  bool         // unlinked while open: meta keeps it until release
+	dirty   bool         // size/mtime not yet told to meta
+	touched map[int]bool // stripes written since the last fsync
+}
+
+var (
+	_ fs.NodeLookuper       = (*node)(nil)
+	_ fs.NodeGetattrer      = (*node)(nil)
+	_ fs.NodeSetattrer      = (*node)(nil)
+	_ fs.NodeCreater        = (*node)(nil)
+	_ fs.NodeOpener         = (*node)(nil)
+	_ fs.NodeReader         = (*node)(nil)
+	_ fs.NodeWriter         = (*node)(nil)
+	_ fs.NodeFlusher        = (*node)(nil)
+	_ fs.NodeFsyncer        = (*node)(nil)
+	_ fs.NodeReleaser       = (*node)(nil)
+	_ fs.NodeMkdirer        = (*node)(nil)
+	_ fs.NodeMknoder        = (*node)(nil)
+	_ fs.NodeSymlinker      = (*node)(nil)
+	_ fs.NodeReadlinker     = (*node)(nil)
+	_ fs.NodeLinker         = (*node)(nil)
+	_ fs.NodeUnlinker       = (*node)(nil)
+	_ fs.NodeRmdirer        = (*node)(nil)
+	_ fs.NodeRenamer        = (*node)(nil)
+	_ fs.NodeOpendirHandler = (*node)(nil)
+	_ fs.NodeGetxattrer     = (*node)(nil)
+	_ fs.NodeSetxattrer     = (*node)(nil)
+	_ fs.NodeListxattrer    = (*node)(nil)
+	_ fs.NodeRemovexattrer  = (*node)(nil)
+	_ fs.NodeStatfser       = (*node)(nil)
+)
+
+func (n *node) ino() uint64 { return n.StableAttr().Ino }
+
+func caller(ctx context.Context) api.Caller {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return api.Caller{UID: c.Uid, GID: c.Gid}
+	}
+	return api.Caller{}
+}
+
+// fillAttr converts meta's attributes to FUSE's, preferring this mount's
+// own unflushed size.
+func (g *Gateway) fillAttr(a api.Attr, out *fuse.Attr) {
+	if size, dirty := g.localSize(a.Ino); dirty && size > a.Size {
+		a.Size = size
+	}
+	out.Ino = a.Ino
+	out.Mode = a.Mode
+	out.Nlink = a.Nlink
+	out.Uid = a.UID
+	out.Gid = a.GID
+	out.Rdev = a.Rdev
+	out.Size = a.Size
+	out.Blocks = (a.Size + 511) / 512
+	out.Blksize = 1 << 20
+	out.SetTimes(timePtr(a.Atime), timePtr(a.Mtime), timePtr(a.Ctime))
+}
+
+func timePtr(ns int64) *time.Time {
+	t := time.Unix(0, ns)
+	return &t
+}
+
+// newChild makes (or, for a known inode, lets go-fuse reuse) the node for an
+// entry meta returned.
+func (n *node) newChild(ctx context.Context, r api.EntryResp, out *fuse.EntryOut) *fs.Inode {
+	ch := &node{gw: n.gw, attr: r.Attr, attrAt: time.Now(), layout: r.Layout}
+	n.gw.fillAttr(r.Attr, &out.Attr)
+	inode := n.NewInode(ctx, ch, fs.StableAttr{Mode: r.Attr.Mode & api.ModeType, Ino: r.Attr.Ino, Gen: r.Attr.Gen})
+	if existing, ok := inode.Operations().(*node); ok && existing != ch {
+		existing.refresh(r.Attr, r.Layout)
+	}
+	return inode
+}
+
+// refresh takes attributes from meta, keeping the local size of unflushed
+// writes.
+func (n *node) refresh(a api.Attr, l *api.Layout) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dirty && n.attr.Size > a.Size {
+		a.Size = n.attr.Size
+	}
+	n.attr = a
+	n.attrAt = time.Now()
+	if l != nil {
+		n.layout = l
+	}
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if err := api.ValidName(name); err != nil {
+		return nil, toErrno(err)
+	}
+	var r api.EntryResp
+	if err := n.gw.meta.Call(ctx, api.OpLookup, api.LookupReq{Parent: n.ino(), Name: name}, &r); err != nil {
+		return nil, toErrno(err)
+	}
+	return n.newChild(ctx, r, out), 0
+}
+
+func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	var r api.AttrResp
+	if err := n.gw.meta.Call(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
+		return toErrno(err)
+	}
+	n.refresh(r.Attr, nil)
+	n.gw.fillAttr(r.Attr, &out.Attr)
+	return 0
+}
+
+func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if size, ok := in.GetSize(); ok {
+		if err := n.truncate(ctx, size); err != nil {
+			return toErrno(err)
+		}
+	}
+	req := api.SetAttrReq{Ino: n.ino()}
+	if mode, ok := in.GetMode(); ok {
+		req.Valid |= api.SetMode
+		req.Mode = mode
+	}
+	if uid, ok := in.GetUID(); ok {
+		req.Valid |= api.SetUID
+		req.UID = uid
+	}
+	if gid, ok := in.GetGID(); ok {
+		req.Valid |= api.SetGID
+		req.GID = gid
+	}
+	if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+		req.Valid |= api.SetAtimeNow
+	} else if t, ok := in.GetATime(); ok {
+		req.Valid |= api.SetAtime
+		req.Atime = t.UnixNano()
+	}
+	if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+		req.Valid |= api.SetMtimeNow
+	} else if t, ok := in.GetMTime(); ok {
+		req.Valid |= api.SetMtime
+		req.Mtime = t.UnixNano()
+	}
+	if t, ok := in.GetCTime(); ok {
+		req.Valid |= api.SetCtime
+		req.Ctime = t.UnixNano()
+	}
+	var r api.AttrResp
+	if req.Valid != 0 {
+		if err := n.gw.meta.Call(ctx, api.OpSetAttr, req, &r); err != nil {
+			return toErrno(err)
+		}
+		n.refresh(r.Attr, nil)
+	} else if err := n.gw.meta.Call(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
+		return toErrno(err)
+	}
+	n.gw.fillAttr(r.Attr, &out.Attr)
+	return 0
+}
+
+// truncate sets the file size: objects first, then meta, so that growing
+// the file later never shows bytes from before the cut.
+func (n *node) truncate(ctx context.Context, size uint64) error {
+	if !n.isReg() {
+		return api.Errorf(api.CodeIsDir, "not a regular file")
+	}
+	l, err := n.getLayout(ctx)
+	if err != nil {
+		return err
+	}
+	// Unflushed writes must reach meta before the cut so meta's size and
+	// ours agree afterwards.
+	if err := n.flushSize(ctx); err != nil {
+		return err
+	}
+	if err := n.gw.truncateObjects(ctx, l, int64(size)); err != nil {
+		return err
+	}
+	var r api.AttrResp
+	if err := n.gw.meta.Call(ctx, api.OpSetAttr, api.SetAttrReq{Ino: n.ino(), Valid: api.SetSize, Size: size}, &r); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.attr = r.Attr
+	n.attrAt = time.Now()
+	n.mu.Unlock()
+	return nil
+}
+
+func (n *node) isReg() bool { return n.StableAttr().Mode == api.ModeReg }
+
+// getLayout returns the file's layout, asking meta once if this node was
+// made from a directory listing.
+func (n *node) getLayout(ctx context.Context) (*api.Layout, error) {
+	n.mu.Lock()
+	l := n.layout
+	n.mu.Unlock()
+	if l != nil {
+		return l, nil
+	}
+	var r api.LayoutResp
+	if err := n.gw.meta.Call(ctx, api.OpGetLayout, api.LayoutReq{Ino: n.ino()}, &r); err != nil {
+		return nil, err
+	}
+	if err := r.Layout.ValidateFile(); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.layout = &r.Layout
+	n.mu.Unlock()
+	return &r.Layout, nil
+}
+
+func (n *node) create(ctx context.Context, name string, req api.CreateReq, out *fuse.EntryOut) (*fs.Inode, api.EntryResp, error) {
+	if err := api.ValidName(name); err != nil {
+		return nil, api.EntryResp{}, err
+	}
+	req.Parent = n.ino()
+	req.Name = name
+	req.Caller = caller(ctx)
+	var r api.EntryResp
+	if err := n.gw.meta.Call(ctx, api.OpCreate, req, &r); err != nil {
+		return nil, r, err
+	}
+	return n.newChild(ctx, r, out), r, nil
+}
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	req := api.CreateReq{Mode: mode&^api.ModeType | api.ModeReg, Exclusive: flags&syscall.O_EXCL != 0}
+	inode, r, err := n.create(ctx, name, req, out)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	ch := inode.Operations().(*node)
+	if !r.Created && flags&syscall.O_TRUNC != 0 && r.Attr.Size > 0 {
+		if err := ch.truncate(ctx, 0); err != nil {
+			return nil, nil, 0, toErrno(err)
+		}
+		out.Attr.Size = 0
+	}
+	ch.opened()
+	return inode, &handle{}, 0, 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	inode, _, err := n.create(ctx, name, api.CreateReq{Mode: mode&^api.ModeType | api.ModeDir, Exclusive: true}, out)
+	return inode, toErrno(err)
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	inode, _, err := n.create(ctx, name, api.CreateReq{Mode: mode, Rdev: dev, Exclusive: true}, out)
+	return inode, toErrno(err)
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if len(target) > api.MaxSymlinkLen {
+		return nil, syscall.ENAMETOOLONG
+	}
+	inode, _, err := n.create(ctx, name, api.CreateReq{Mode: api.ModeLink | 0o777, Target: target, Exclusive: true}, out)
+	return inode, toErrno(err)
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	var r api.ReadlinkResp
+	if err := n.gw.meta.Call(ctx, api.OpReadlink, api.InoReq{Ino: n.ino()}, &r); err != nil {
+		return nil, toErrno(err)
+	}
+	return []byte(r.Target), 0
+}
+
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if err := api.ValidName(name); err != nil {
+		return nil, toErrno(err)
+	}
+	var r api.EntryResp
+	req := api.LinkReq{Ino: target.EmbeddedInode().StableAttr().Ino, NewParent: n.ino(), NewName: name}
+	if err := n.gw.meta.Call(ctx, api.OpLink, req, &r); err != nil {
+		return nil, toErrno(err)
+	}
+	return n.newChild(ctx, r, out), 0
+}
+
+// openChild reports whether this mount has the named child open.
+func (n *node) openChild(name string) *node {
+	ch := n.GetChild(name)
+	if ch == nil {
+		return nil
+	}
+	cn, ok := ch.Operations().(*node)
+	if !ok {
+		return nil
+	}
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if cn.opens == 0 {
+		return nil
+	}
+	return cn
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	open := n.openChild(name)
+	var r api.UnlinkResp
+	if err := n.gw.meta.Call(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, KeepOpen: open != nil}, &r); err != nil {
+		return toErrno(err)
+	}
+	if open != nil && r.Nlink == 0 {
+		open.markOrphan(r.Ino)
+	}
+	return 0
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return toErrno(n.gw.meta.Call(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, Dir: true}, nil))
+}
+
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if err := api.ValidName(newName); err != nil {
+		return toErrno(err)
+	}
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	var open *node
+	if flags&api.RenameExchange == 0 {
+		open = np.openChild(newName)
+	}
+	req := api.RenameReq{Parent: n.ino(), Name: name, NewParent: np.ino(), NewName: newName, Flags: flags, KeepOpen: open != nil}
+	var r api.RenameResp
+	if err := n.gw.meta.Call(ctx, api.OpRename, req, &r); err != nil {
+		return toErrno(err)
+	}
+	if open != nil && r.Replaced != 0 && r.ReplacedNlink == 0 {
+		open.markOrphan(r.Replaced)
+	}
+	return 0
+}
+
+func (n *node) markOrphan(ino uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ino() == ino {
+		n.orphan = true
+	}
+}
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	var value []byte
+	switch attr {
+	case api.NATSXattr:
+		value = []byte(n.gw.cfg.NATSURL)
+	case api.FSNameXattr:
+		value = []byte(n.gw.cfg.FSName)
+	default:
+		var r api.XattrResp
+		if err := n.gw.meta.Call(ctx, api.OpGetXattr, api.XattrReq{Ino: n.ino(), Name: attr}, &r); err != nil {
+			return 0, toErrno(err)
+		}
+		value = r.Value
+	}
+	if len(dest) == 0 {
+		return uint32(len(value)), 0
+	}
+	if len(dest) < len(value) {
+		return uint32(len(value)), syscall.ERANGE
+	}
+	return uint32(copy(dest, value)), 0
+}
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if err := n.gw.meta.Call(ctx, api.OpSetXattr, api.XattrReq{Ino: n.ino(), Name: attr, Value: data, Flags: flags}, nil); err != nil {
+		return toErrno(err)
+	}
+	if attr == api.LayoutXattr && n.isReg() {
+		// setstripe on an empty file replaced its objects.
+		n.mu.Lock()
+		n.layout = nil
+		n.mu.Unlock()
+	}
+	return 0
+}
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return toErrno(n.gw.meta.Call(ctx, api.OpRemoveXattr, api.XattrReq{Ino: n.ino(), Name: attr}, nil))
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var r api.XattrResp
+	if err := n.gw.meta.Call(ctx, api.OpListXattr, api.XattrReq{Ino: n.ino()}, &r); err != nil {
+		return 0, toErrno(err)
+	}
+	slices.Sort(r.Names)
+	var b strings.Builder
+	for _, name := range r.Names {
+		b.WriteString(name)
+		b.WriteByte(0)
+	}
+	if len(dest) == 0 {
+		return uint32(b.Len()), 0
+	}
+	if len(dest) < b.Len() {
+		return uint32(b.Len()), syscall.ERANGE
+	}
+	return uint32(copy(dest, b.String())), 0
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var r api.StatFSResp
+	if err := n.gw.meta.Call(ctx, api.OpStatFS, api.Empty{}, &r); err != nil {
+		return toErrno(err)
+	}
+	const bsize = 4096
+	var total, free, avail uint64
+	for _, o := range r.OSTs {
+		total += o.Total
+		free += o.Free
+		avail += o.Avail
+	}
+	out.Bsize = bsize
+	out.Frsize = bsize
+	out.Blocks = total / bsize
+	out.Bfree = free / bsize
+	out.Bavail = avail / bsize
+	out.Files = r.MaxInodes
+	if r.MaxInodes > r.Inodes {
+		out.Ffree = r.MaxInodes - r.Inodes
+	}
+	out.NameLen = api.MaxNameLen
+	return 0
+}

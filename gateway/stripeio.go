@@ -1,0 +1,108 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/stria/stria/api"
+)
+
+// forEach runs fn for i in [0, n) in parallel and returns the first error.
+// One item runs inline: the common 1-stripe case pays no goroutine.
+func forEach(n int, fn func(i int) error) error {
+	if n == 1 {
+		return fn(0)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	wg.Add(n)
+	for i := 0; i < n; i++ {
+		go func() {
+			defer wg.Done()
+			if err := fn(i); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// writeExtent writes data at file offset off, each stripe piece to its OST
+// in parallel. It returns the stripes it touched as a bit set over
+// Layout.Objects indices (callers keep it to know what fsync must sync).
+func (g *Gateway) writeExtent(ctx context.Context, l *api.Layout, off int64, data []byte, touched map[int]bool) error {
+	pieces := l.MapExtent(off, len(data), nil)
+	err := forEach(len(pieces), func(i int) error {
+		p := pieces[i]
+		obj := l.Objects[p.Stripe]
+		addr, err := g.ostAddr(obj.OST)
+		if err != nil {
+			return err
+		}
+		if err := g.ost.Write(ctx, addr, obj.ObjID, p.ObjOff, data[p.BufOff:p.BufOff+p.Len], false); err != nil {
+			return fmt.Errorf("write stripe %d (OST %d): %w", p.Stripe, obj.OST, err)
+		}
+		return nil
+	})
+	for _, p := range pieces {
+		touched[p.Stripe] = true
+	}
+	return err
+}
+
+// readExtent fills dest from file offset off. Bytes an object does not hold
+// (holes, or past its end inside the file size) read as zeros.
+func (g *Gateway) readExtent(ctx context.Context, l *api.Layout, off int64, dest []byte) error {
+	pieces := l.MapExtent(off, len(dest), nil)
+	return forEach(len(pieces), func(i int) error {
+		p := pieces[i]
+		obj := l.Objects[p.Stripe]
+		addr, err := g.ostAddr(obj.OST)
+		if err != nil {
+			return err
+		}
+		buf := dest[p.BufOff : p.BufOff+p.Len]
+		n, err := g.ost.Read(ctx, addr, obj.ObjID, p.ObjOff, buf)
+		if err != nil {
+			g.log.Warn("read failed", "ost", obj.OST, "objid", obj.ObjID, "offset", p.ObjOff, "err", err)
+			return fmt.Errorf("read stripe %d (OST %d): %w", p.Stripe, obj.OST, err)
+		}
+		clear(buf[n:])
+		return nil
+	})
+}
+
+// truncateObjects cuts (or extends) every stripe object to what a file of
+// size bytes holds on it. Done before meta records the size, so a later
+// extension never exposes old bytes.
+func (g *Gateway) truncateObjects(ctx context.Context, l *api.Layout, size int64) error {
+	return forEach(len(l.Objects), func(i int) error {
+		obj := l.Objects[i]
+		addr, err := g.ostAddr(obj.OST)
+		if err != nil {
+			return err
+		}
+		return g.ost.Punch(ctx, addr, obj.ObjID, l.ObjectSize(i, size))
+	})
+}
+
+// syncObjects makes the given stripes durable on their OSTs.
+func (g *Gateway) syncObjects(ctx context.Context, l *api.Layout, stripes []int) error {
+	return forEach(len(stripes), func(i int) error {
+		obj := l.Objects[stripes[i]]
+		addr, err := g.ostAddr(obj.OST)
+		if err != nil {
+			return err
+		}
+		return g.ost.Sync(ctx, addr, obj.ObjID)
+	})
+}

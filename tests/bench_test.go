@@ -1,0 +1,228 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// BenchmarkVsLoopback measures Stria and, in the same run and on the same
+// disk, a go-fuse loopback mount with the same mount options (passthrough
+// off): the reference any go-fuse file system is measured against. Run it
+// with scripts/bench.sh.
+func BenchmarkVsLoopback(b *testing.B) {
+	needFUSE(b)
+	base := os.Getenv("STRIA_BENCH_DIR")
+	if base == "" {
+		base = b.TempDir()
+	}
+	base, err := os.MkdirTemp(base, "run-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(base) })
+
+	c := startUp(b, filepath.Join(base, "stria"), 4)
+	loop := mountLoopback(b, filepath.Join(base, "loop-src"), filepath.Join(base, "loop-mnt"))
+	targets := []struct{ name, dir string }{{"stria", c.mnt}, {"loopback", loop}}
+
+	const bigSize = 1 << 30
+	const files = 10_000
+	const workers = 4
+	type result struct{ stria, loop float64 }
+	results := map[string]*result{}
+	order := []string{}
+	record := func(name string, target int, v float64) {
+		r, ok := results[name]
+		if !ok {
+			r = &result{}
+			results[name] = r
+			order = append(order, name)
+		}
+		if target == 0 {
+			r.stria = v
+		} else {
+			r.loop = v
+		}
+	}
+
+	for n := 0; n < b.N; n++ {
+		for _, stripes := range []int{1, 4} {
+			for i, tg := range targets {
+				path := filepath.Join(tg.dir, fmt.Sprintf("big-c%d", stripes))
+				if tg.name == "stria" {
+					if out, err := stria(b, "setstripe", "-c", fmt.Sprint(stripes), "-S", "1M", path); err != nil {
+						b.Fatalf("setstripe: %v\n%s", err, out)
+					}
+				}
+				record(fmt.Sprintf("seq write 1 GiB c%d (MB/s)", stripes), i, seqWrite(b, path, bigSize))
+				dropCaches(b)
+				record(fmt.Sprintf("seq read 1 GiB c%d (MB/s)", stripes), i, seqRead(b, path, bigSize))
+				os.Remove(path)
+			}
+		}
+		for i, tg := range targets {
+			dir := filepath.Join(tg.dir, "meta")
+			os.Mkdir(dir, 0o755)
+			creates, stats, unlinks := metaOps(b, dir, files, workers)
+			record(fmt.Sprintf("creates/s (%d files, %d threads)", files, workers), i, creates)
+			record("stats/s", i, stats)
+			record("unlinks/s", i, unlinks)
+			os.Remove(dir)
+		}
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n| workload | stria | go-fuse loopback | ratio |\n|---|---|---|---|\n")
+	for _, name := range order {
+		r := results[name]
+		fmt.Fprintf(&sb, "| %s | %.0f | %.0f | %.2f |\n", name, r.stria, r.loop, r.stria/r.loop)
+		metric := strings.NewReplacer(" ", "_", "(", "", ")", "", "/", "_per_", ",", "").Replace(name)
+		b.ReportMetric(r.stria/r.loop, "ratio:"+metric)
+	}
+	b.Log(sb.String())
+	fmt.Print(sb.String())
+}
+
+// mountLoopback mounts a go-fuse loopback of src at mnt with Stria's mount
+// options, passthrough off.
+func mountLoopback(b *testing.B, src, mnt string) string {
+	for _, d := range []string{src, mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	root, err := fs.NewLoopbackRoot(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sec := time.Second
+	opts := &fs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther:           true,
+			DirectMount:          true,
+			Options:              []string{"default_permissions"},
+			MaxWrite:             1 << 20,
+			MaxReadAhead:         1 << 20,
+			DisableSplice:        true,
+			MaxBackground:        64,
+			DisabledCapabilities: fuse.CAP_PASSTHROUGH,
+		},
+		EntryTimeout: &sec,
+		AttrTimeout:  &sec,
+	}
+	server, err := fs.Mount(mnt, root, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { server.Unmount() })
+	return mnt
+}
+
+// touchMemory faults in ~4 GiB so the VM's reclaimed memory does not skew
+// the next timed step (FACTS.md).
+func touchMemory() {
+	buf := make([]byte, 4<<30)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1
+	}
+}
+
+func dropCaches(b *testing.B) {
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		b.Logf("cannot drop caches: %v", err)
+	}
+}
+
+func seqWrite(b *testing.B, path string, size int) float64 {
+	chunk := randomData(99, 1<<20)
+	touchMemory()
+	start := time.Now()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for off := 0; off < size; off += len(chunk) {
+		if _, err := f.Write(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return float64(size) / 1e6 / time.Since(start).Seconds()
+}
+
+func seqRead(b *testing.B, path string, size int) float64 {
+	buf := make([]byte, 1<<20)
+	touchMemory()
+	start := time.Now()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	total := 0
+	for {
+		n, err := f.Read(buf)
+		total += n
+		if err != nil || n == 0 {
+			break
+		}
+	}
+	if total != size {
+		b.Fatalf("read %d bytes, want %d", total, size)
+	}
+	return float64(size) / 1e6 / time.Since(start).Seconds()
+}
+
+// metaOps creates, stats and unlinks n empty files with the given number of
+// threads, each in a directory of its own, and returns the rates.
+func metaOps(b *testing.B, dir string, n, workers int) (creates, stats, unlinks float64) {
+	for w := 0; w < workers; w++ {
+		os.Mkdir(filepath.Join(dir, fmt.Sprint(w)), 0o755)
+	}
+	phase := func(op func(path string) error) float64 {
+		touchMemory()
+		start := time.Now()
+		var wg sync.WaitGroup
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < n; i += workers {
+					if err := op(filepath.Join(dir, fmt.Sprint(w), fmt.Sprintf("f%d", i))); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return float64(n) / time.Since(start).Seconds()
+	}
+	creates = phase(func(p string) error {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	})
+	stats = phase(func(p string) error { _, err := os.Stat(p); return err })
+	unlinks = phase(os.Remove)
+	for w := 0; w < workers; w++ {
+		os.Remove(filepath.Join(dir, fmt.Sprint(w)))
+	}
+	return creates, stats, unlinks
+}

@@ -1,0 +1,605 @@
+package tests
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stria/stria/api"
+	"golang.org/x/sys/unix"
+)
+
+// TestStripedFileRoundTrip writes 256 MiB of random data with stripe count
+// 4, reads it back bit-identical, and finds about a quarter on each OST.
+func TestStripedFileRoundTrip(t *testing.T) {
+	c := startUp(t, "", 4)
+	path := c.path("big")
+	if out, err := stria(t, "setstripe", "-c", "4", "-S", "1M", path); err != nil {
+		t.Fatalf("setstripe: %v\n%s", err, out)
+	}
+	const size = 256 << 20
+	data := randomData(1, size)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < size; off += 1 << 20 {
+		if _, err := f.Write(data[off : off+1<<20]); err != nil {
+			t.Fatalf("write at %d: %v", off, err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Size() != size {
+		t.Fatalf("stat: %v size %d", err, st.Size())
+	}
+	sameBytes(t, "256 MiB read back", mustRead(t, path), data)
+
+	l := layoutOf(t, path)
+	if l.StripeCount != 4 || len(l.Objects) != 4 || l.StripeSize != 1<<20 {
+		t.Fatalf("layout %v, want 4 stripes of 1 MiB", l)
+	}
+	seen := map[uint32]bool{}
+	for _, o := range l.Objects {
+		seen[o.OST] = true
+	}
+	if len(seen) != 4 {
+		t.Fatalf("stripes share OSTs: %v", l.Objects)
+	}
+	for i := 0; i < 4; i++ {
+		got := objectBytes(t, filepath.Join(c.data, fmt.Sprintf("ost%d", i)))
+		if got < size/4-(1<<20) || got > size/4+(1<<20) {
+			t.Errorf("OST %d holds %d bytes, want about %d", i, got, size/4)
+		}
+	}
+	out, err := stria(t, "getstripe", path)
+	if err != nil || !strings.Contains(out, "lmm_stripe_count:  4") || !strings.Contains(out, "obdidx") {
+		t.Fatalf("getstripe: %v\n%s", err, out)
+	}
+	// The layout is an xattr that getfattr shows.
+	gf, err := exec.Command("getfattr", "-n", api.LayoutXattr, "--only-values", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(gf), `"stripe_count":4`) {
+		t.Fatalf("getfattr: %v\n%s", err, gf)
+	}
+}
+
+// TestPOSIX covers the single-client POSIX contract with named cases.
+func TestPOSIX(t *testing.T) {
+	c := startUp(t, "", 4)
+	dirN := 0
+	dir := func(t *testing.T) string {
+		dirN++
+		d := c.path(fmt.Sprintf("case%d", dirN))
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	setstripe := func(t *testing.T, args ...string) {
+		if out, err := stria(t, append([]string{"setstripe"}, args...)...); err != nil {
+			t.Fatalf("setstripe %v: %v\n%s", args, err, out)
+		}
+	}
+	errnoIs := func(t *testing.T, what string, err error, want syscall.Errno) {
+		t.Helper()
+		if !errors.Is(err, want) {
+			t.Fatalf("%s: got %v, want %v", what, err, want)
+		}
+	}
+
+	t.Run("OExclAndTrunc", func(t *testing.T) {
+		p := filepath.Join(dir(t), "f")
+		mustWrite(t, p, []byte("0123456789"))
+		_, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		errnoIs(t, "O_EXCL on existing", err, syscall.EEXIST)
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if st, _ := os.Stat(p); st.Size() != 0 {
+			t.Fatalf("size after O_TRUNC %d", st.Size())
+		}
+	})
+
+	t.Run("Append", func(t *testing.T) {
+		p := filepath.Join(dir(t), "log")
+		for i := 0; i < 5; i++ {
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(f, "line %d\n", i)
+			f.Close()
+		}
+		want := "line 0\nline 1\nline 2\nline 3\nline 4\n"
+		if got := string(mustRead(t, p)); got != want {
+			t.Fatalf("append: %q", got)
+		}
+	})
+
+	t.Run("SparseAcrossStripes", func(t *testing.T) {
+		p := filepath.Join(dir(t), "sparse")
+		setstripe(t, "-c", "4", "-S", "64K", p)
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		tail := randomData(2, 100_000)
+		const off = 10<<20 + 12345
+		if _, err := f.WriteAt(tail, off); err != nil {
+			t.Fatal(err)
+		}
+		head := randomData(3, 70_000) // spans stripe 0 into stripe 1
+		if _, err := f.WriteAt(head, 30_000); err != nil {
+			t.Fatal(err)
+		}
+		want := make([]byte, off+len(tail))
+		copy(want[30_000:], head)
+		copy(want[off:], tail)
+		got := mustRead(t, p)
+		sameBytes(t, "sparse file", got, want)
+	})
+
+	t.Run("OverwriteAnyOffset", func(t *testing.T) {
+		p := filepath.Join(dir(t), "ow")
+		setstripe(t, "-c", "3", "-S", "64K", p)
+		want := randomData(4, 1<<20)
+		mustWrite(t, p, want)
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, off := range []int{0, 1, 65535, 65536, 131071, 500_000, 1<<20 - 3} {
+			patch := randomData(uint64(10+i), 4099)
+			n := copy(want[off:], patch)
+			if _, err := f.WriteAt(patch[:n], int64(off)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Close()
+		sameBytes(t, "overwritten", mustRead(t, p), want)
+	})
+
+	t.Run("TruncateAcrossStripes", func(t *testing.T) {
+		p := filepath.Join(dir(t), "tr")
+		setstripe(t, "-c", "4", "-S", "64K", p)
+		data := randomData(5, 600_000)
+		mustWrite(t, p, data)
+		for _, size := range []int64{300_001, 65536, 65535, 1, 0} {
+			if err := os.Truncate(p, size); err != nil {
+				t.Fatal(err)
+			}
+			sameBytes(t, fmt.Sprintf("after truncate to %d", size), mustRead(t, p), data[:size])
+		}
+		mustWrite(t, p, data)
+		if err := os.Truncate(p, 100_000); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, 600_000); err != nil {
+			t.Fatal(err)
+		}
+		want := append(append([]byte{}, data[:100_000]...), make([]byte, 500_000)...)
+		sameBytes(t, "cut then extended: the cut part reads as zeros", mustRead(t, p), want)
+	})
+
+	t.Run("Mmap", func(t *testing.T) {
+		p := filepath.Join(dir(t), "mm")
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := f.Truncate(3 << 20); err != nil {
+			t.Fatal(err)
+		}
+		m, err := unix.Mmap(int(f.Fd()), 0, 3<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pattern := randomData(6, 3<<20)
+		copy(m, pattern)
+		if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Munmap(m); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 3<<20)
+		// Read through a fresh descriptor, from the OSTs.
+		g, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		if _, err := g.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		sameBytes(t, "mmap-written data", got, pattern)
+		r, err := unix.Mmap(int(g.Fd()), 0, 3<<20, unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Munmap(r)
+		sameBytes(t, "mmap read", r, pattern)
+	})
+
+	t.Run("FsyncFdatasync", func(t *testing.T) {
+		p := filepath.Join(dir(t), "sync")
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		f.Write([]byte("durable"))
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("Rename", func(t *testing.T) {
+		d := dir(t)
+		a, b := filepath.Join(d, "a"), filepath.Join(d, "b")
+		os.MkdirAll(filepath.Join(a, "sub", "deeper"), 0o755)
+		os.Mkdir(b, 0o755)
+		mustWrite(t, filepath.Join(a, "f"), []byte("one"))
+		mustWrite(t, filepath.Join(b, "g"), []byte("two"))
+		if err := os.Rename(filepath.Join(a, "f"), filepath.Join(b, "g")); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(mustRead(t, filepath.Join(b, "g"))); got != "one" {
+			t.Fatalf("replaced target holds %q", got)
+		}
+		if _, err := os.Stat(filepath.Join(a, "f")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("source still there: %v", err)
+		}
+		err := os.Rename(a, filepath.Join(a, "sub", "deeper", "a"))
+		errnoIs(t, "directory into its own subtree", err, syscall.EINVAL)
+		if err := os.Rename(filepath.Join(a, "sub"), filepath.Join(b, "sub")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(b, "sub", "deeper")); err != nil {
+			t.Fatal(err)
+		}
+		os.Mkdir(filepath.Join(d, "full"), 0o755)
+		mustWrite(t, filepath.Join(d, "full", "x"), nil)
+		errnoIs(t, "dir over non-empty dir", os.Rename(filepath.Join(b, "sub"), filepath.Join(d, "full")), syscall.ENOTEMPTY)
+		errnoIs(t, "file over dir", os.Rename(filepath.Join(b, "g"), filepath.Join(d, "full")), syscall.EISDIR)
+		errnoIs(t, "dir over file", os.Rename(filepath.Join(b, "sub"), filepath.Join(d, "full", "x")), syscall.ENOTDIR)
+	})
+
+	t.Run("LinksAndSymlinks", func(t *testing.T) {
+		d := dir(t)
+		p := filepath.Join(d, "orig")
+		mustWrite(t, p, []byte("shared"))
+		if err := os.Link(p, filepath.Join(d, "hard")); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := os.Stat(p)
+		if n := st.Sys().(*syscall.Stat_t).Nlink; n != 2 {
+			t.Fatalf("nlink %d, want 2", n)
+		}
+		if err := os.Symlink("orig", filepath.Join(d, "sym")); err != nil {
+			t.Fatal(err)
+		}
+		if target, err := os.Readlink(filepath.Join(d, "sym")); err != nil || target != "orig" {
+			t.Fatalf("readlink %q %v", target, err)
+		}
+		if got := string(mustRead(t, filepath.Join(d, "sym"))); got != "shared" {
+			t.Fatalf("through symlink: %q", got)
+		}
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(mustRead(t, filepath.Join(d, "hard"))); got != "shared" {
+			t.Fatalf("hard link after unlink: %q", got)
+		}
+		errnoIs(t, "link to a directory", os.Link(d, filepath.Join(d, "dirlink")), syscall.EPERM)
+	})
+
+	t.Run("MkdirRmdir", func(t *testing.T) {
+		d := dir(t)
+		sub := filepath.Join(d, "sub")
+		if err := os.Mkdir(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		errnoIs(t, "mkdir existing", os.Mkdir(sub, 0o755), syscall.EEXIST)
+		mustWrite(t, filepath.Join(sub, "f"), nil)
+		errnoIs(t, "rmdir non-empty", syscall.Rmdir(sub), syscall.ENOTEMPTY)
+		errnoIs(t, "rmdir a file", syscall.Rmdir(filepath.Join(sub, "f")), syscall.ENOTDIR)
+		errnoIs(t, "unlink a dir", syscall.Unlink(sub), syscall.EISDIR)
+		os.Remove(filepath.Join(sub, "f"))
+		if err := syscall.Rmdir(sub); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := os.Stat(d)
+		if n := st.Sys().(*syscall.Stat_t).Nlink; n != 2 {
+			t.Fatalf("parent nlink %d after rmdir, want 2", n)
+		}
+	})
+
+	t.Run("ChmodChownUtimens", func(t *testing.T) {
+		p := filepath.Join(dir(t), "attrs")
+		mustWrite(t, p, nil)
+		if err := os.Chmod(p, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, 1234, 5678); err != nil {
+			t.Fatal(err)
+		}
+		when := time.Date(2001, 2, 3, 4, 5, 6, 7000, time.UTC)
+		if err := os.Chtimes(p, when, when); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sys := st.Sys().(*syscall.Stat_t)
+		if st.Mode().Perm() != 0o640 || sys.Uid != 1234 || sys.Gid != 5678 || !st.ModTime().Equal(when) {
+			t.Fatalf("got mode %v uid %d gid %d mtime %v", st.Mode(), sys.Uid, sys.Gid, st.ModTime())
+		}
+	})
+
+	t.Run("Xattrs", func(t *testing.T) {
+		p := filepath.Join(dir(t), "x")
+		mustWrite(t, p, nil)
+		if err := unix.Setxattr(p, "user.a", []byte("alpha"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Setxattr(p, "user.b", []byte("beta"), 0); err != nil {
+			t.Fatal(err)
+		}
+		errnoIs(t, "XATTR_CREATE on existing", unix.Setxattr(p, "user.a", []byte("x"), unix.XATTR_CREATE), syscall.EEXIST)
+		errnoIs(t, "XATTR_REPLACE on absent", unix.Setxattr(p, "user.c", []byte("x"), unix.XATTR_REPLACE), syscall.ENODATA)
+		buf := make([]byte, 256)
+		n, err := unix.Getxattr(p, "user.a", buf)
+		if err != nil || string(buf[:n]) != "alpha" {
+			t.Fatalf("getxattr %q %v", buf[:n], err)
+		}
+		n, err = unix.Listxattr(p, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00")
+		sort.Strings(names)
+		if strings.Join(names, ",") != "user.a,user.b" {
+			t.Fatalf("listxattr %q", names)
+		}
+		if err := unix.Removexattr(p, "user.a"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = unix.Getxattr(p, "user.a", buf)
+		errnoIs(t, "getxattr removed", err, syscall.ENODATA)
+		_, err = unix.Getxattr(p, "user.b", make([]byte, 2))
+		errnoIs(t, "getxattr small buffer", err, syscall.ERANGE)
+	})
+
+	t.Run("Statfs", func(t *testing.T) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(c.mnt, &st); err != nil {
+			t.Fatal(err)
+		}
+		var host unix.Statfs_t
+		if err := unix.Statfs(c.data, &host); err != nil {
+			t.Fatal(err)
+		}
+		// Four OSTs on the same disk: the total is four times the disk.
+		got, want := uint64(st.Blocks)*uint64(st.Bsize), 4*host.Blocks*uint64(host.Bsize)
+		if got < want*99/100 || got > want*101/100 {
+			t.Fatalf("statfs total %d, want about %d (4 OSTs)", got, want)
+		}
+		if st.Files == 0 || st.Ffree == 0 || st.Namelen != 255 {
+			t.Fatalf("statfs files %d free %d namelen %d", st.Files, st.Ffree, st.Namelen)
+		}
+		out, err := stria(t, "df", "-h", c.mnt)
+		if err != nil || !strings.Contains(out, "OST0003") || !strings.Contains(out, "MDT0000") {
+			t.Fatalf("stria df: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("BadNames", func(t *testing.T) {
+		d := dir(t)
+		long := strings.Repeat("n", 256)
+		_, err := os.Create(filepath.Join(d, long))
+		errnoIs(t, "256-byte name", err, syscall.ENAMETOOLONG)
+		errnoIs(t, "mkdir 256-byte name", os.Mkdir(filepath.Join(d, long), 0o755), syscall.ENAMETOOLONG)
+		ok := strings.Repeat("n", 255)
+		if f, err := os.Create(filepath.Join(d, ok)); err != nil {
+			t.Fatalf("255-byte name: %v", err)
+		} else {
+			f.Close()
+		}
+		_, err = os.Create(filepath.Join(d, "missing", "f"))
+		errnoIs(t, "missing parent", err, syscall.ENOENT)
+		_, err = os.Stat(filepath.Join(d, "nothing"))
+		errnoIs(t, "stat missing", err, syscall.ENOENT)
+	})
+
+	t.Run("PermissionsForNonRoot", func(t *testing.T) {
+		d := dir(t) // 0755, owned by root
+		open := filepath.Join(d, "open")
+		os.Mkdir(open, 0o777)
+		os.Chmod(open, 0o777)
+		private := filepath.Join(d, "private")
+		mustWrite(t, private, []byte("secret"))
+		os.Chmod(private, 0o600)
+		asNobody := func(script string) error {
+			cmd := exec.Command("sh", "-c", script)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		}
+		if err := asNobody("echo x > " + filepath.Join(d, "denied")); err == nil || !strings.Contains(err.Error(), "Permission denied") {
+			t.Fatalf("creating in a root 0755 dir as nobody: %v", err)
+		}
+		if err := asNobody("cat " + private); err == nil || !strings.Contains(err.Error(), "Permission denied") {
+			t.Fatalf("reading a 0600 root file as nobody: %v", err)
+		}
+		if err := asNobody("echo x > " + filepath.Join(open, "mine")); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(filepath.Join(open, "mine"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sys := st.Sys().(*syscall.Stat_t); sys.Uid != 65534 || sys.Gid != 65534 {
+			t.Fatalf("new file owned by %d:%d, want 65534:65534", sys.Uid, sys.Gid)
+		}
+		if err := asNobody("chmod 777 " + private); err == nil {
+			t.Fatal("nobody could chmod root's file")
+		}
+	})
+
+	t.Run("DirectoryDefaultLayout", func(t *testing.T) {
+		d := dir(t)
+		setstripe(t, "-c", "2", "-S", "128K", d)
+		sub := filepath.Join(d, "inherits")
+		os.Mkdir(sub, 0o755)
+		p := filepath.Join(sub, "f")
+		mustWrite(t, p, randomData(7, 300_000))
+		l := layoutOf(t, p)
+		if l.StripeCount != 2 || l.StripeSize != 128<<10 {
+			t.Fatalf("inherited layout %v, want 2 x 128K", l)
+		}
+		out, err := stria(t, "getstripe", d)
+		if err != nil || !strings.Contains(out, "stripe_count:  2") {
+			t.Fatalf("getstripe dir: %v\n%s", err, out)
+		}
+		all := filepath.Join(d, "all")
+		setstripe(t, "-c", "-1", all)
+		if l := layoutOf(t, all); len(l.Objects) != 4 {
+			t.Fatalf("-c -1 gave %d stripes, want 4", len(l.Objects))
+		}
+	})
+
+	t.Run("BadLayoutsChangeNothing", func(t *testing.T) {
+		d := dir(t)
+		cases := []struct {
+			name string
+			args []string
+		}{
+			{"more stripes than OSTs", []string{"-c", "5"}},
+			{"size not a multiple of 64K", []string{"-S", "100K"}},
+			{"zero count", []string{"-c", "0"}},
+			{"bad size", []string{"-S", "lots"}},
+		}
+		for _, tc := range cases {
+			p := filepath.Join(d, "new")
+			out, err := stria(t, append(append([]string{"setstripe"}, tc.args...), p)...)
+			if err == nil {
+				t.Errorf("%s: setstripe succeeded:\n%s", tc.name, out)
+			}
+			if strings.TrimSpace(out) == "" {
+				t.Errorf("%s: no error message", tc.name)
+			}
+			if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s: left %s behind (%v)", tc.name, p, err)
+			}
+			if _, err := stria(t, append(append([]string{"setstripe"}, tc.args...), d)...); err == nil {
+				t.Errorf("%s: accepted on a directory", tc.name)
+			}
+		}
+		out, _ := stria(t, "getstripe", d)
+		if !strings.Contains(out, "filesystem default") {
+			t.Fatalf("directory layout changed:\n%s", out)
+		}
+		p := filepath.Join(d, "hasdata")
+		mustWrite(t, p, []byte("data"))
+		if out, err := stria(t, "setstripe", "-c", "2", p); err == nil {
+			t.Fatalf("setstripe on a file with data succeeded:\n%s", out)
+		}
+	})
+
+	t.Run("UnlinkWhileOpen", func(t *testing.T) {
+		p := filepath.Join(dir(t), "ghost")
+		want := randomData(8, 200_000)
+		mustWrite(t, p, want)
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(want))
+		if _, err := f.ReadAt(got, 0); err != nil {
+			t.Fatalf("reading an unlinked open file: %v", err)
+		}
+		sameBytes(t, "unlinked open file", got, want)
+	})
+}
+
+// TestLargeDirectory lists a directory of 100,000 entries, paged.
+func TestLargeDirectory(t *testing.T) {
+	c := startUp(t, "", 2)
+	d := c.path("big")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const n, workers = 100_000, 16
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				if err := syscall.Mknod(filepath.Join(d, fmt.Sprintf("f%06d", i)), syscall.S_IFREG|0o644, 0); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != n {
+		t.Fatalf("readdir gave %d entries, want %d", len(entries), n)
+	}
+	for i, e := range entries {
+		if want := fmt.Sprintf("f%06d", i); e.Name() != want {
+			t.Fatalf("entry %d is %q, want %q", i, e.Name(), want)
+		}
+	}
+	// ls -l style: readdirplus with attributes.
+	out, err := exec.Command("ls", "-l", d).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := bytes.Count(out, []byte("\n")); lines != n+1 {
+		t.Fatalf("ls -l printed %d lines, want %d", lines, n+1)
+	}
+}
