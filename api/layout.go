@@ -82,20 +82,19 @@ func (l Layout) ValidateFile() error {
 	return nil
 }
 
-// MarshalText renders the layout for the layout xattr.
-func (l Layout) MarshalText() ([]byte, error) {
-	type plain Layout // no recursion into MarshalText
-	return json.Marshal(plain(l))
+// XattrValue renders the layout as the stria.layout xattr shows it (JSON).
+func (l Layout) XattrValue() []byte {
+	b, _ := json.Marshal(l) // plain struct: cannot fail
+	return b
 }
 
 // ParseLayout reads a layout from the xattr form.
 func ParseLayout(b []byte) (Layout, error) {
-	type plain Layout
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
+	var l Layout
+	if err := json.Unmarshal(b, &l); err != nil {
 		return Layout{}, Errorf(CodeInvalid, "layout: %v", err)
 	}
-	return Layout(p), nil
+	return l, nil
 }
 
 // Piece is the part of a file extent that falls in one stripe object.

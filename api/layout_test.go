@@ -88,11 +88,7 @@ func TestValidateRequest(t *testing.T) {
 func TestLayoutTextRoundTrip(t *testing.T) {
 	l := testLayout(3, 1<<20)
 	l.StripeOffset = 2
-	b, err := l.MarshalText()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := ParseLayout(b)
+	got, err := ParseLayout(l.XattrValue())
 	if err != nil {
 		t.Fatal(err)
 	}

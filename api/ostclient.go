@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -101,6 +102,9 @@ func (c *OSTClient) roundTrip(ctx context.Context, addr string, h ReqHeader, pay
 	if err := ctx.Err(); err != nil {
 		return RespHeader{}, nil, err
 	}
+	if len(payload) > MaxFramePayload || len(dest) > MaxFramePayload {
+		return RespHeader{}, nil, Errorf(CodeInvalid, "request of %d bytes exceeds the %d-byte frame limit", max(len(payload), len(dest)), MaxFramePayload)
+	}
 	conn, err := c.get(ctx, addr)
 	if err != nil {
 		return RespHeader{}, nil, err
@@ -147,8 +151,14 @@ func (c *OSTClient) roundTrip(ctx context.Context, addr string, h ReqHeader, pay
 		return resp, nil, c.transportErr(ctx, addr, err)
 	}
 	stop()
-	conn.SetDeadline(time.Time{})
-	c.put(addr, conn)
+	if resp.Status == CodeInvalid {
+		// The OST may close a connection after a request it could not
+		// make sense of: never reuse one.
+		conn.Close()
+	} else {
+		conn.SetDeadline(time.Time{})
+		c.put(addr, conn)
+	}
 	if resp.Status != CodeOK {
 		return resp, nil, &Error{Code: resp.Status, Msg: "OST " + addr + ": " + string(body)}
 	}
@@ -218,4 +228,17 @@ func (c *OSTClient) Statfs(ctx context.Context, addr string) (OSTStatfs, error) 
 		return s, Errorf(CodeIO, "OST %s statfs reply: %v", addr, err)
 	}
 	return s, nil
+}
+
+// Allocate reserves space for [off, off+n) of object obj; unless keepSize,
+// the object grows to cover it.
+func (c *OSTClient) Allocate(ctx context.Context, addr string, obj uint64, off, n int64, keepSize bool) error {
+	h := ReqHeader{Op: OSTAllocate, Object: obj, Offset: uint64(off)}
+	if keepSize {
+		h.Flags |= FlagKeepSize
+	}
+	var length [8]byte
+	binary.BigEndian.PutUint64(length[:], uint64(n))
+	_, _, err := c.roundTrip(ctx, addr, h, length[:], nil)
+	return err
 }

@@ -32,13 +32,19 @@ const (
 	OSTGetSize uint8 = 5 // reply Value = object size
 	OSTDestroy uint8 = 6 // remove Object
 	OSTStatFS  uint8 = 7 // reply payload = JSON OSTStatfs
-	ostOpMax         = OSTStatFS
+	// OSTAllocate reserves disk space for [Offset, Offset+n) of Object,
+	// n being the 8-byte big-endian payload; without FlagKeepSize the
+	// object grows to cover the range.
+	OSTAllocate uint8 = 8
+	ostOpMax          = OSTAllocate
 )
 
 // Request flags.
 const (
 	// FlagSync: reply only once the write is durable.
 	FlagSync uint32 = 1 << 0
+	// FlagKeepSize: OSTAllocate reserves space without growing the object.
+	FlagKeepSize uint32 = 1 << 1
 )
 
 // ReqHeader is a request's fixed part.
@@ -59,7 +65,9 @@ type ReqHeader struct {
 type RespHeader struct {
 	Status     Code
 	PayloadLen uint32
-	Value      uint64
+	// Value is the object's size after the operation for read, write,
+	// punch and get-size replies.
+	Value uint64
 }
 
 // OSTStatfs is an OST's capacity and usage.
@@ -110,7 +118,10 @@ func DecodeReqHeader(b []byte) (ReqHeader, error) {
 	if h.PayloadLen > MaxFramePayload || h.Length > MaxFramePayload {
 		return h, Errorf(CodeInvalid, "frame of %d/%d bytes exceeds %d", h.PayloadLen, h.Length, MaxFramePayload)
 	}
-	if h.Op != OSTWrite && h.PayloadLen != 0 {
+	switch {
+	case h.Op == OSTAllocate && h.PayloadLen != 8:
+		return h, Errorf(CodeInvalid, "allocate takes an 8-byte length")
+	case h.Op != OSTWrite && h.Op != OSTAllocate && h.PayloadLen != 0:
 		return h, Errorf(CodeInvalid, "operation %d takes no payload", h.Op)
 	}
 	if h.Offset > 1<<62 || h.Offset+uint64(h.PayloadLen)+uint64(h.Length) > 1<<62 {

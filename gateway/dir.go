@@ -50,7 +50,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 			return nil, 0
 		}
 		var r api.ReadDirResp
-		if err := d.n.gw.meta.Call(ctx, api.OpReadDir, api.ReadDirReq{Ino: d.n.ino(), After: d.after, Limit: readDirPage}, &r); err != nil {
+		if err := d.n.gw.metaCall(ctx, api.OpReadDir, api.ReadDirReq{Ino: d.n.ino(), After: d.after, Limit: readDirPage}, &r); err != nil {
 			return nil, toErrno(err)
 		}
 		d.page, d.next, d.more = r.Entries, 0, r.More

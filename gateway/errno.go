@@ -52,3 +52,13 @@ func toErrno(err error) syscall.Errno {
 	}
 	return syscall.EIO
 }
+
+// errno maps err like toErrno and logs the failures a user cannot explain
+// from the errno alone (EIO and friends), naming the operation.
+func (g *Gateway) errno(op string, err error) syscall.Errno {
+	e := toErrno(err)
+	if e == syscall.EIO {
+		g.log.Warn("I/O error", "op", op, "err", err)
+	}
+	return e
+}

@@ -48,7 +48,7 @@ func (n *node) refreshIfStale(ctx context.Context) error {
 		return nil
 	}
 	var r api.AttrResp
-	if err := n.gw.meta.Call(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
 		return err
 	}
 	n.refresh(r.Attr, nil)
@@ -67,6 +67,9 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 		return fuse.ReadResultData(nil), 0
 	}
 	dest = dest[:min(int64(len(dest)), size-off)]
+	if err := n.waitWrites(&extent{off, off + int64(len(dest))}); err != nil {
+		return nil, toErrno(err)
+	}
 	if err := n.gw.readExtent(ctx, l, off, dest); err != nil {
 		return nil, toErrno(err)
 	}
@@ -81,32 +84,87 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	if off < 0 || off+int64(len(data)) > 1<<60 {
 		return 0, syscall.EFBIG
 	}
-	touched := map[int]bool{}
-	werr := n.gw.writeExtent(ctx, l, off, data, touched)
+	ext := extent{off, off + int64(len(data))}
+	// Back-pressure: at most maxWriteBehind bytes in flight per mount.
+	if err := n.gw.writeSlots.Acquire(context.WithoutCancel(ctx), int64(len(data))); err != nil {
+		return 0, toErrno(err)
+	}
 	n.mu.Lock()
-	if n.touched == nil {
-		n.touched = map[int]bool{}
+	// Overlapping writes reach the OSTs in order: wait for any in flight.
+	for n.overlapsLocked(ext) {
+		n.wbDone.Wait()
 	}
-	for s := range touched {
-		n.touched[s] = true
+	if err := n.takeWriteErrLocked(); err != nil {
+		n.mu.Unlock()
+		n.gw.writeSlots.Release(int64(len(data)))
+		return 0, toErrno(err)
 	}
-	if werr == nil {
-		if end := uint64(off) + uint64(len(data)); end > n.attr.Size {
-			n.attr.Size = end
-		}
-		n.attr.Mtime = time.Now().UnixNano()
-		n.dirty = true
+	n.inflight = append(n.inflight, ext)
+	if uint64(ext.end) > n.attr.Size {
+		n.attr.Size = uint64(ext.end)
 	}
+	n.attr.Mtime = time.Now().UnixNano()
+	n.dirty = true
 	n.mu.Unlock()
-	if werr != nil {
-		return 0, toErrno(werr)
-	}
 	n.gw.trackWritten(n)
+
+	// The kernel reuses data once we return: keep a copy for the OSTs.
+	buf := n.gw.buffers.get(len(data))
+	copy(*buf, data)
+	go func() {
+		touched := map[int]bool{}
+		werr := n.gw.writeExtent(context.Background(), l, off, (*buf)[:len(data)], touched)
+		n.gw.buffers.put(buf)
+		n.gw.writeSlots.Release(int64(len(data)))
+		n.mu.Lock()
+		if n.touched == nil {
+			n.touched = map[int]bool{}
+		}
+		for s := range touched {
+			n.touched[s] = true
+		}
+		if werr != nil && n.wbErr == nil {
+			n.gw.log.Warn("write-behind failed", "ino", n.ino(), "offset", off, "len", len(data), "err", werr)
+			n.wbErr = werr
+		}
+		n.inflight = slices.DeleteFunc(n.inflight, func(e extent) bool { return e == ext })
+		n.wbDone.Broadcast()
+		n.mu.Unlock()
+	}()
 	return uint32(len(data)), 0
+}
+
+func (n *node) overlapsLocked(e extent) bool {
+	for _, f := range n.inflight {
+		if f.off < e.end && e.off < f.end {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *node) takeWriteErrLocked() error {
+	err := n.wbErr
+	n.wbErr = nil
+	return err
+}
+
+// waitWrites waits until writes in flight that overlap e (all of them when
+// e is nil) are on the OSTs, and returns a write-behind error if one failed.
+func (n *node) waitWrites(e *extent) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for len(n.inflight) > 0 && (e == nil || n.overlapsLocked(*e)) {
+		n.wbDone.Wait()
+	}
+	return n.takeWriteErrLocked()
 }
 
 // flushSize tells meta the size and mtime this mount's writes produced.
 func (n *node) flushSize(ctx context.Context) error {
+	if err := n.waitWrites(nil); err != nil {
+		return err
+	}
 	n.mu.Lock()
 	if !n.dirty {
 		n.mu.Unlock()
@@ -116,7 +174,7 @@ func (n *node) flushSize(ctx context.Context) error {
 	n.dirty = false
 	n.mu.Unlock()
 	var r api.AttrResp
-	if err := n.gw.meta.Call(ctx, api.OpUpdateSize, req, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpUpdateSize, req, &r); err != nil {
 		n.mu.Lock()
 		n.dirty = true
 		n.mu.Unlock()
@@ -137,6 +195,9 @@ func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 	if n.isReg() {
 		l, err := n.getLayout(ctx)
 		if err != nil {
+			return toErrno(err)
+		}
+		if err := n.waitWrites(nil); err != nil {
 			return toErrno(err)
 		}
 		n.mu.Lock()
@@ -162,7 +223,7 @@ func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 			return toErrno(err)
 		}
 	}
-	return toErrno(n.gw.meta.Call(ctx, api.OpSync, api.Empty{}, nil))
+	return toErrno(n.gw.metaCall(ctx, api.OpSync, api.Empty{}, nil))
 }
 
 func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
@@ -178,7 +239,7 @@ func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 		n.gw.untrackWritten(n)
 	}
 	if orphan {
-		if rerr := n.gw.meta.Call(ctx, api.OpReleaseOrphan, api.InoReq{Ino: n.ino()}, nil); rerr != nil {
+		if rerr := n.gw.metaCall(ctx, api.OpReleaseOrphan, api.InoReq{Ino: n.ino()}, nil); rerr != nil {
 			n.gw.log.Warn("releasing unlinked file", "ino", n.ino(), "err", rerr)
 		}
 	}
@@ -187,19 +248,34 @@ func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 
 var _ fs.NodeAllocater = (*node)(nil)
 
-// Allocate supports plain fallocate (mode 0): the file grows to cover the
-// range. Space is not reserved ahead on the OSTs; other modes (punch hole,
-// keep size, zero range) are not supported.
+// Allocate is fallocate(2) for modes 0 and FALLOC_FL_KEEP_SIZE: each OST
+// reserves disk for its part of the range, so later writes there cannot
+// fail with ENOSPC; mode 0 also grows the file. Punching holes and zeroing
+// ranges are not supported (EOPNOTSUPP).
 func (n *node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
-	if mode != 0 {
+	const keepSize = 1 // FALLOC_FL_KEEP_SIZE
+	if mode&^keepSize != 0 {
 		return syscall.EOPNOTSUPP
 	}
 	end := off + size
+	if size == 0 || end < off || end > 1<<60 {
+		return syscall.EINVAL
+	}
+	l, err := n.getLayout(ctx)
+	if err != nil {
+		return n.gw.errno("fallocate", err)
+	}
+	if err := n.gw.allocateObjects(ctx, l, int64(off), int64(end)); err != nil {
+		return n.gw.errno("fallocate", err)
+	}
+	if mode&keepSize != 0 {
+		return 0
+	}
 	n.mu.Lock()
 	cur := n.attr.Size
 	n.mu.Unlock()
 	if end <= cur {
 		return 0
 	}
-	return toErrno(n.truncate(ctx, end))
+	return n.gw.errno("fallocate", n.truncate(ctx, end))
 }

@@ -18,7 +18,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stria/stria/api"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/semaphore"
 )
+
+// maxWriteBehind is how many bytes of acknowledged writes may be on their
+// way to the OSTs at once; a writer past it waits (back-pressure, never a
+// dropped write).
+const maxWriteBehind = 64 << 20
 
 // Config is the mount's configuration; JSON tags equal the flag names.
 type Config struct {
@@ -83,6 +89,11 @@ type Gateway struct {
 
 	ready chan struct{}
 
+	// writeSlots bounds the bytes of write-behind in flight; buffers
+	// holds their copies.
+	writeSlots *semaphore.Weighted
+	buffers    bufferPool
+
 	// written holds the nodes with writes whose size and mtime meta has not
 	// been told yet, so a lookup of the same inode does not shrink the
 	// kernel's idea of the size.
@@ -104,13 +115,14 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	lg = lg.With("component", "gateway", "mount", cfg.Mountpoint)
 	return &Gateway{
-		cfg:     cfg,
-		log:     lg,
-		meta:    api.NewMetaClient(deps.NATS, cfg.FSName, cfg.MetaTimeout),
-		ost:     api.NewOSTClient(cfg.OSTTimeout),
-		osts:    api.NewOSTRegistry(deps.Etcd, cfg.FSName, lg),
-		ready:   make(chan struct{}),
-		written: map[uint64]*node{},
+		cfg:        cfg,
+		log:        lg,
+		meta:       api.NewMetaClient(deps.NATS, cfg.FSName, cfg.MetaTimeout),
+		ost:        api.NewOSTClient(cfg.OSTTimeout),
+		osts:       api.NewOSTRegistry(deps.Etcd, cfg.FSName, lg),
+		ready:      make(chan struct{}),
+		writeSlots: semaphore.NewWeighted(maxWriteBehind),
+		written:    map[uint64]*node{},
 	}, nil
 }
 
@@ -178,9 +190,7 @@ func (g *Gateway) waitForMeta(ctx context.Context) (*node, error) {
 		err := g.meta.Call(cctx, api.OpGetAttr, api.InoReq{Ino: api.RootIno}, &r)
 		cancel()
 		if err == nil {
-			root := &node{gw: g}
-			root.attr = r.Attr
-			return root, nil
+			return g.newNode(r.Attr, nil), nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -269,4 +279,12 @@ func (g *Gateway) ostAddr(index uint32) (string, error) {
 		return "", api.Errorf(api.CodeUnavailable, "OST %d is not registered (down?)", index)
 	}
 	return info.Addr, nil
+}
+
+// metaCall calls meta, deliberately ignoring FUSE interrupts: a mutation
+// abandoned half-way would leave the caller told EINTR about a change that
+// happened, and Go programs are interrupted by every preemption signal.
+// MetaTimeout bounds the wait; a fatal signal still ends the caller.
+func (g *Gateway) metaCall(ctx context.Context, op string, req, resp any) error {
+	return g.meta.Call(context.WithoutCancel(ctx), op, req, resp)
 }

@@ -29,7 +29,15 @@ type node struct {
 	orphan  bool         // unlinked while open: meta keeps it until release
 	dirty   bool         // size/mtime not yet told to meta
 	touched map[int]bool // stripes written since the last fsync
+
+	// Write-behind: writes in flight to the OSTs, and the first error one
+	// of them met, reported by the next write, flush, fsync or close.
+	inflight []extent
+	wbErr    error
+	wbDone   *sync.Cond // signalled (with mu) when a write completes
 }
+
+type extent struct{ off, end int64 }
 
 var (
 	_ fs.NodeLookuper       = (*node)(nil)
@@ -57,6 +65,12 @@ var (
 	_ fs.NodeRemovexattrer  = (*node)(nil)
 	_ fs.NodeStatfser       = (*node)(nil)
 )
+
+func (g *Gateway) newNode(a api.Attr, l *api.Layout) *node {
+	n := &node{gw: g, attr: a, attrAt: time.Now(), layout: l}
+	n.wbDone = sync.NewCond(&n.mu)
+	return n
+}
 
 func (n *node) ino() uint64 { return n.StableAttr().Ino }
 
@@ -93,7 +107,7 @@ func timePtr(ns int64) *time.Time {
 // newChild makes (or, for a known inode, lets go-fuse reuse) the node for an
 // entry meta returned.
 func (n *node) newChild(ctx context.Context, r api.EntryResp, out *fuse.EntryOut) *fs.Inode {
-	ch := &node{gw: n.gw, attr: r.Attr, attrAt: time.Now(), layout: r.Layout}
+	ch := n.gw.newNode(r.Attr, r.Layout)
 	n.gw.fillAttr(r.Attr, &out.Attr)
 	inode := n.NewInode(ctx, ch, fs.StableAttr{Mode: r.Attr.Mode & api.ModeType, Ino: r.Attr.Ino, Gen: r.Attr.Gen})
 	if existing, ok := inode.Operations().(*node); ok && existing != ch {
@@ -122,7 +136,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		return nil, toErrno(err)
 	}
 	var r api.EntryResp
-	if err := n.gw.meta.Call(ctx, api.OpLookup, api.LookupReq{Parent: n.ino(), Name: name}, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpLookup, api.LookupReq{Parent: n.ino(), Name: name}, &r); err != nil {
 		return nil, toErrno(err)
 	}
 	return n.newChild(ctx, r, out), 0
@@ -130,8 +144,18 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 
 func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	var r api.AttrResp
-	if err := n.gw.meta.Call(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
-		return toErrno(err)
+	if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
+		n.mu.Lock()
+		open, a := n.opens > 0, n.attr
+		n.mu.Unlock()
+		if api.CodeOf(err) != api.CodeNotFound || !open {
+			return n.gw.errno("getattr", err)
+		}
+		// fstat of an open file another name change removed: what this
+		// mount last knew, with no links left.
+		a.Nlink = 0
+		n.gw.fillAttr(a, &out.Attr)
+		return 0
 	}
 	n.refresh(r.Attr, nil)
 	n.gw.fillAttr(r.Attr, &out.Attr)
@@ -175,11 +199,11 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	}
 	var r api.AttrResp
 	if req.Valid != 0 {
-		if err := n.gw.meta.Call(ctx, api.OpSetAttr, req, &r); err != nil {
+		if err := n.gw.metaCall(ctx, api.OpSetAttr, req, &r); err != nil {
 			return toErrno(err)
 		}
 		n.refresh(r.Attr, nil)
-	} else if err := n.gw.meta.Call(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
+	} else if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
 		return toErrno(err)
 	}
 	n.gw.fillAttr(r.Attr, &out.Attr)
@@ -205,7 +229,7 @@ func (n *node) truncate(ctx context.Context, size uint64) error {
 		return err
 	}
 	var r api.AttrResp
-	if err := n.gw.meta.Call(ctx, api.OpSetAttr, api.SetAttrReq{Ino: n.ino(), Valid: api.SetSize, Size: size}, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpSetAttr, api.SetAttrReq{Ino: n.ino(), Valid: api.SetSize, Size: size}, &r); err != nil {
 		return err
 	}
 	n.mu.Lock()
@@ -227,7 +251,7 @@ func (n *node) getLayout(ctx context.Context) (*api.Layout, error) {
 		return l, nil
 	}
 	var r api.LayoutResp
-	if err := n.gw.meta.Call(ctx, api.OpGetLayout, api.LayoutReq{Ino: n.ino()}, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpGetLayout, api.LayoutReq{Ino: n.ino()}, &r); err != nil {
 		return nil, err
 	}
 	if err := r.Layout.ValidateFile(); err != nil {
@@ -247,7 +271,7 @@ func (n *node) create(ctx context.Context, name string, req api.CreateReq, out *
 	req.Name = name
 	req.Caller = caller(ctx)
 	var r api.EntryResp
-	if err := n.gw.meta.Call(ctx, api.OpCreate, req, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpCreate, req, &r); err != nil {
 		return nil, r, err
 	}
 	return n.newChild(ctx, r, out), r, nil
@@ -257,7 +281,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	req := api.CreateReq{Mode: mode&^api.ModeType | api.ModeReg, Exclusive: flags&syscall.O_EXCL != 0}
 	inode, r, err := n.create(ctx, name, req, out)
 	if err != nil {
-		return nil, nil, 0, toErrno(err)
+		return nil, nil, 0, n.gw.errno("create", err)
 	}
 	ch := inode.Operations().(*node)
 	if !r.Created && flags&syscall.O_TRUNC != 0 && r.Attr.Size > 0 {
@@ -290,7 +314,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	var r api.ReadlinkResp
-	if err := n.gw.meta.Call(ctx, api.OpReadlink, api.InoReq{Ino: n.ino()}, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpReadlink, api.InoReq{Ino: n.ino()}, &r); err != nil {
 		return nil, toErrno(err)
 	}
 	return []byte(r.Target), 0
@@ -302,7 +326,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	var r api.EntryResp
 	req := api.LinkReq{Ino: target.EmbeddedInode().StableAttr().Ino, NewParent: n.ino(), NewName: name}
-	if err := n.gw.meta.Call(ctx, api.OpLink, req, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpLink, req, &r); err != nil {
 		return nil, toErrno(err)
 	}
 	return n.newChild(ctx, r, out), 0
@@ -329,7 +353,7 @@ func (n *node) openChild(name string) *node {
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	open := n.openChild(name)
 	var r api.UnlinkResp
-	if err := n.gw.meta.Call(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, KeepOpen: open != nil}, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, KeepOpen: open != nil}, &r); err != nil {
 		return toErrno(err)
 	}
 	if open != nil && r.Nlink == 0 {
@@ -339,7 +363,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	return toErrno(n.gw.meta.Call(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, Dir: true}, nil))
+	return toErrno(n.gw.metaCall(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, Dir: true}, nil))
 }
 
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
@@ -356,7 +380,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	req := api.RenameReq{Parent: n.ino(), Name: name, NewParent: np.ino(), NewName: newName, Flags: flags, KeepOpen: open != nil}
 	var r api.RenameResp
-	if err := n.gw.meta.Call(ctx, api.OpRename, req, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpRename, req, &r); err != nil {
 		return toErrno(err)
 	}
 	if open != nil && r.Replaced != 0 && r.ReplacedNlink == 0 {
@@ -382,7 +406,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		value = []byte(n.gw.cfg.FSName)
 	default:
 		var r api.XattrResp
-		if err := n.gw.meta.Call(ctx, api.OpGetXattr, api.XattrReq{Ino: n.ino(), Name: attr}, &r); err != nil {
+		if err := n.gw.metaCall(ctx, api.OpGetXattr, api.XattrReq{Ino: n.ino(), Name: attr}, &r); err != nil {
 			return 0, toErrno(err)
 		}
 		value = r.Value
@@ -397,7 +421,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if err := n.gw.meta.Call(ctx, api.OpSetXattr, api.XattrReq{Ino: n.ino(), Name: attr, Value: data, Flags: flags}, nil); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpSetXattr, api.XattrReq{Ino: n.ino(), Name: attr, Value: data, Flags: flags}, nil); err != nil {
 		return toErrno(err)
 	}
 	if attr == api.LayoutXattr && n.isReg() {
@@ -410,12 +434,12 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return toErrno(n.gw.meta.Call(ctx, api.OpRemoveXattr, api.XattrReq{Ino: n.ino(), Name: attr}, nil))
+	return toErrno(n.gw.metaCall(ctx, api.OpRemoveXattr, api.XattrReq{Ino: n.ino(), Name: attr}, nil))
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var r api.XattrResp
-	if err := n.gw.meta.Call(ctx, api.OpListXattr, api.XattrReq{Ino: n.ino()}, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpListXattr, api.XattrReq{Ino: n.ino()}, &r); err != nil {
 		return 0, toErrno(err)
 	}
 	slices.Sort(r.Names)
@@ -435,7 +459,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	var r api.StatFSResp
-	if err := n.gw.meta.Call(ctx, api.OpStatFS, api.Empty{}, &r); err != nil {
+	if err := n.gw.metaCall(ctx, api.OpStatFS, api.Empty{}, &r); err != nil {
 		return toErrno(err)
 	}
 	const bsize = 4096

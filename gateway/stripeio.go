@@ -62,6 +62,7 @@ func (g *Gateway) writeExtent(ctx context.Context, l *api.Layout, off int64, dat
 // readExtent fills dest from file offset off. Bytes an object does not hold
 // (holes, or past its end inside the file size) read as zeros.
 func (g *Gateway) readExtent(ctx context.Context, l *api.Layout, off int64, dest []byte) error {
+	ctx = context.WithoutCancel(ctx) // see metaCall; OSTTimeout bounds it
 	pieces := l.MapExtent(off, len(dest), nil)
 	return forEach(len(pieces), func(i int) error {
 		p := pieces[i]
@@ -85,6 +86,7 @@ func (g *Gateway) readExtent(ctx context.Context, l *api.Layout, off int64, dest
 // size bytes holds on it. Done before meta records the size, so a later
 // extension never exposes old bytes.
 func (g *Gateway) truncateObjects(ctx context.Context, l *api.Layout, size int64) error {
+	ctx = context.WithoutCancel(ctx)
 	return forEach(len(l.Objects), func(i int) error {
 		obj := l.Objects[i]
 		addr, err := g.ostAddr(obj.OST)
@@ -97,6 +99,7 @@ func (g *Gateway) truncateObjects(ctx context.Context, l *api.Layout, size int64
 
 // syncObjects makes the given stripes durable on their OSTs.
 func (g *Gateway) syncObjects(ctx context.Context, l *api.Layout, stripes []int) error {
+	ctx = context.WithoutCancel(ctx)
 	return forEach(len(stripes), func(i int) error {
 		obj := l.Objects[stripes[i]]
 		addr, err := g.ostAddr(obj.OST)
@@ -104,5 +107,23 @@ func (g *Gateway) syncObjects(ctx context.Context, l *api.Layout, stripes []int)
 			return err
 		}
 		return g.ost.Sync(ctx, addr, obj.ObjID)
+	})
+}
+
+// allocateObjects reserves space on every stripe for its share of the file
+// range [off, end), without changing object sizes.
+func (g *Gateway) allocateObjects(ctx context.Context, l *api.Layout, off, end int64) error {
+	ctx = context.WithoutCancel(ctx)
+	return forEach(len(l.Objects), func(i int) error {
+		from, to := l.ObjectSize(i, off), l.ObjectSize(i, end)
+		if to <= from {
+			return nil
+		}
+		obj := l.Objects[i]
+		addr, err := g.ostAddr(obj.OST)
+		if err != nil {
+			return err
+		}
+		return g.ost.Allocate(ctx, addr, obj.ObjID, from, to-from, true)
 	})
 }

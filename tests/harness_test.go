@@ -120,7 +120,12 @@ func start(t testing.TB, name, readyText string, env []string, args ...string) *
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
-	t.Cleanup(func() { p.stop() })
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", name, tail(p.stderr.String(), 200))
+		}
+	})
 	if readyText == "" {
 		return p
 	}
@@ -245,4 +250,13 @@ func eventually(t testing.TB, bound time.Duration, what string, cond func() bool
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,7 +46,7 @@ func runSetstripe(ctx context.Context, args []string) error {
 	if err := l.ValidateRequest(-1); err != nil {
 		return err
 	}
-	value, _ := l.MarshalText() // plain struct
+	value := l.XattrValue()
 	created := false
 	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
@@ -169,6 +170,9 @@ func runDF(ctx context.Context, args []string) error {
 	path := "."
 	if fs.NArg() > 0 {
 		path = fs.Arg(0)
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
 	}
 	if *natsURL == "" {
 		v, err := getxattr(path, api.NATSXattr)

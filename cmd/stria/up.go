@@ -29,12 +29,12 @@ func runUp(ctx context.Context, args []string) error {
 		dataDir  = fs.String("data", "", "state directory (required)")
 		mnt      = fs.String("mount", "", "mount point (required)")
 		osts     = fs.Int("osts", 4, "number of OSTs")
-		fsname   = fs.String("fsname", "stria", "file system name")
 		natsPort = fs.Int("nats-port", 0, "NATS client port on 127.0.0.1 (0: any free port)")
 		logLevel = fs.String("log-level", "warn", "debug, info, warn or error")
 	)
 	gwCfg := gateway.NewConfig()
 	addGatewayFlags(fs, &gwCfg)
+	fsname := &gwCfg.FSName
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -135,7 +135,6 @@ func runUp(ctx context.Context, args []string) error {
 	}
 
 	gwCfg.Mountpoint = *mnt
-	gwCfg.FSName = *fsname
 	gwCfg.NATSURL = nsrv.URL
 	gw, err := gateway.New(gwCfg, gateway.Deps{NATS: nc, Etcd: cli, Logger: log})
 	if err != nil {

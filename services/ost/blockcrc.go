@@ -1,0 +1,146 @@
+package ost
+
+import (
+	"bytes"
+	"encoding/binary"
+	"hash/crc32"
+)
+
+// On-disk format of an object (format version 1).
+//
+// An object is two files under DataDir/objects/<last 2 hex digits of the id>/:
+//
+//	<16 hex digits>      the data file: the object's bytes; its length is the object size
+//	<16 hex digits>.crc  the sidecar checksum file
+//
+// The sidecar starts with a 16-byte header, then one fixed-size slot per
+// 64 KiB block of the object (block i covers bytes [i*64Ki, (i+1)*64Ki)):
+//
+//	header  0..8   magic "STRIACRC"
+//	        8..10  format version (1), big endian
+//	        10..12 slot size in bytes (8)
+//	        12..16 block size in bytes (65536)
+//	slot i at offset 16 + i*8:
+//	        0..4   CRC32C (Castagnoli) of the whole 64 KiB block, bytes past the
+//	               end of the object counted as zeros, big endian
+//	        4..8   marker "SBK1": the slot is valid
+//
+// An all-zero slot, or a slot past the end of the sidecar, means the block
+// was never written (a hole): its bytes in the data file must all be zero.
+// A slot with any other marker means the sidecar itself is damaged. Slots
+// past the block that holds the last byte of the object are dropped on
+// truncation, so a later extension never meets stale checksums.
+//
+// Room to grow: the header carries the format version and slot size, so a
+// later version can widen the slot (for example 16 bytes: crc, marker, and
+// the epoch in which the block was last written, which consistent backups
+// need) while this version's files stay readable.
+const (
+	// BlockSize is the checksum granularity.
+	BlockSize = 64 << 10
+	// crcHeaderSize is the sidecar header length.
+	crcHeaderSize = 16
+	// slotSize is the bytes per block in the sidecar.
+	slotSize = 8
+	// crcFormatVersion is the sidecar format written by this code.
+	crcFormatVersion = 1
+	// slotMarker marks a valid slot ("SBK1").
+	slotMarker = 0x53424B31
+)
+
+var crcMagic = [8]byte{'S', 'T', 'R', 'I', 'A', 'C', 'R', 'C'}
+
+// castagnoli is the CRC32C table (read-only).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// zeroBlock is one block of zeros (read-only): padding for the last block
+// and the reference a hole is compared against.
+var zeroBlock [BlockSize]byte
+
+// crcHeader returns the sidecar header of this format version.
+func crcHeader() [crcHeaderSize]byte {
+	var h [crcHeaderSize]byte
+	copy(h[:8], crcMagic[:])
+	binary.BigEndian.PutUint16(h[8:], crcFormatVersion)
+	binary.BigEndian.PutUint16(h[10:], slotSize)
+	binary.BigEndian.PutUint32(h[12:], BlockSize)
+	return h
+}
+
+// checkCRCHeader reports whether h is a header this code understands.
+func checkCRCHeader(h []byte) bool {
+	want := crcHeader()
+	return bytes.Equal(h, want[:])
+}
+
+// slotOffset is where block i's slot lives in the sidecar.
+func slotOffset(block int64) int64 { return crcHeaderSize + block*slotSize }
+
+// blocksFor is the number of blocks an object of size bytes spans.
+func blocksFor(size int64) int64 { return (size + BlockSize - 1) / BlockSize }
+
+// blockCRC is the checksum of one block whose stored bytes are data
+// (len ≤ BlockSize); the rest of the block counts as zeros.
+func blockCRC(data []byte) uint32 {
+	c := crc32.Update(0, castagnoli, data)
+	if len(data) < BlockSize {
+		c = crc32.Update(c, castagnoli, zeroBlock[:BlockSize-len(data)])
+	}
+	return c
+}
+
+// slotState says what a slot holds.
+type slotState uint8
+
+const (
+	slotHole  slotState = iota // never written: the block must be zeros
+	slotValid                  // crc is the block's checksum
+	slotBad                    // unknown marker: the sidecar is damaged
+)
+
+// putSlot encodes a valid slot.
+func putSlot(b []byte, crc uint32) {
+	binary.BigEndian.PutUint32(b[0:], crc)
+	binary.BigEndian.PutUint32(b[4:], slotMarker)
+}
+
+// getSlot decodes a slot.
+func getSlot(b []byte) (uint32, slotState) {
+	crc := binary.BigEndian.Uint32(b[0:])
+	switch binary.BigEndian.Uint32(b[4:]) {
+	case slotMarker:
+		return crc, slotValid
+	case 0:
+		if crc == 0 {
+			return 0, slotHole
+		}
+	}
+	return crc, slotBad
+}
+
+// blockMismatch describes a block that failed verification.
+type blockMismatch struct {
+	state    slotState
+	expected uint32 // from the slot (valid slots only)
+	actual   uint32 // of the bytes on disk
+}
+
+// verifyBlock checks one block's stored bytes (len ≤ BlockSize) against
+// its slot. It returns nil when they agree.
+func verifyBlock(data, slot []byte) *blockMismatch {
+	want, state := getSlot(slot)
+	switch state {
+	case slotValid:
+		if got := blockCRC(data); got != want {
+			return &blockMismatch{state: state, expected: want, actual: got}
+		}
+		return nil
+	case slotHole:
+		if bytes.Equal(data, zeroBlock[:len(data)]) {
+			return nil
+		}
+		return &blockMismatch{state: state, actual: blockCRC(data)}
+	default:
+		return &blockMismatch{state: state, expected: want, actual: blockCRC(data)}
+	}
+}

@@ -1,0 +1,351 @@
+// Package ost is the object storage target: it keeps stripe objects on
+// local disk with a CRC32C per 64 KiB block, verified on every read, serves
+// them over the TCP data path of api/ostwire.go, and registers itself in
+// etcd under a lease.
+package ost
+
+import (
+	"bufio"
+	"encoding/binary"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stria/stria/api"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// requestTimeout bounds the reading of one request's payload and the
+// writing of its reply, so a stalled peer cannot pin a connection forever.
+// Idle connections between requests have no limit.
+const requestTimeout = 60 * time.Second
+
+// Server is one OST.
+type Server struct {
+	cfg   Config
+	etcd  *clientv3.Client
+	log   *slog.Logger
+	id    identity
+	store *store
+	bufs  bufPool
+
+	index     atomic.Uint32
+	addr      atomic.Pointer[string]
+	ready     chan struct{}
+	readyOnce sync.Once
+	started   atomic.Bool
+
+	connMu sync.Mutex
+	conns  map[net.Conn]struct{}
+}
+
+// New checks the configuration, prepares the data directory (identity file,
+// object directories) and counts the objects already there. It does not
+// touch the network: Run does.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Etcd == nil {
+		return nil, errors.New("ost: an etcd client is required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "ost")
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("ost: creating data directory: %w", err)
+	}
+	id, err := loadIdentity(cfg.DataDir, cfg.FSName)
+	if err != nil {
+		return nil, fmt.Errorf("ost: %w", err)
+	}
+	if id.Index >= 0 && cfg.Index >= 0 && id.Index != int64(cfg.Index) {
+		return nil, fmt.Errorf("ost: data directory %s is OST index %d, but index %d was configured", cfg.DataDir, id.Index, cfg.Index)
+	}
+	s := &Server{
+		cfg:   cfg,
+		etcd:  deps.Etcd,
+		log:   log,
+		id:    id,
+		ready: make(chan struct{}),
+		conns: make(map[net.Conn]struct{}),
+	}
+	if id.Index >= 0 {
+		s.index.Store(uint32(id.Index))
+	} else if cfg.Index >= 0 {
+		s.index.Store(uint32(cfg.Index))
+	}
+	s.store, err = openStore(filepath.Join(cfg.DataDir, "objects"), log, &s.bufs)
+	if err != nil {
+		return nil, fmt.Errorf("ost: %w", err)
+	}
+	return s, nil
+}
+
+// Ready is closed once the OST listens and is registered in etcd.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr is the data path address ("" before Run listens).
+func (s *Server) Addr() string {
+	if a := s.addr.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+// Index is the OST index; with automatic allocation it is known once Ready
+// is closed.
+func (s *Server) Index() uint32 { return s.index.Load() }
+
+// Run claims the OST index, listens, registers, and serves until ctx ends.
+// It returns only after every goroutine it started has ended and every
+// object file is closed: nil when ctx ended, else why it could not serve
+// (for example ErrIndexConflict). Run may be called once.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("ost: Run called twice")
+	}
+	defer s.store.close()
+	idx, err := s.claimIndex(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop before we started
+		}
+		return fmt.Errorf("ost: %w", err)
+	}
+	s.index.Store(idx)
+	s.log = s.log.With("index", idx)
+	s.store.log = s.log
+
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("ost: listen: %w", err)
+	}
+	addr := ln.Addr().String()
+	s.addr.Store(&addr)
+	advertise := addr
+	if s.cfg.Advertise != "" {
+		advertise = s.cfg.Advertise
+	} else if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		s.log.Warn("listening on an unspecified address without an advertise address; clients elsewhere cannot reach it", "addr", addr)
+	}
+	s.log.Info("serving", "addr", addr, "data_dir", s.cfg.DataDir, "objects", s.store.objects.Load())
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg, conns sync.WaitGroup
+	var serveErr error
+	wg.Go(func() {
+		serveErr = s.serve(ctx, ln, &conns)
+		cancel()
+	})
+	wg.Go(func() { s.register(ctx, idx, advertise) })
+
+	<-ctx.Done()
+	ln.Close()
+	s.connMu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.connMu.Unlock()
+	wg.Wait()
+	conns.Wait()
+	s.log.Info("stopped")
+	if serveErr != nil {
+		return fmt.Errorf("ost: %w", serveErr)
+	}
+	return nil
+}
+
+// serve accepts connections until ln is closed.
+func (s *Server) serve(ctx context.Context, ln net.Listener, conns *sync.WaitGroup) error {
+	delay := 5 * time.Millisecond
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || isTemporary(err) {
+				s.log.Warn("accept failed; retrying", "err", err)
+				if !sleepCtx(ctx, delay) {
+					return nil
+				}
+				delay = min(2*delay, time.Second)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		delay = 5 * time.Millisecond
+		s.connMu.Lock()
+		if ctx.Err() != nil {
+			s.connMu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.connMu.Unlock()
+		conns.Go(func() {
+			defer func() {
+				s.connMu.Lock()
+				delete(s.conns, c)
+				s.connMu.Unlock()
+				c.Close()
+			}()
+			s.serveConn(ctx, c)
+		})
+	}
+}
+
+// isTemporary reports errors such as EMFILE that a later accept may not see.
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// serveConn answers one connection's requests one after another.
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	br := bufio.NewReaderSize(c, 16<<10)
+	scratch := make([]byte, 4096)
+	var hdr [api.ReqHeaderSize]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				s.log.Debug("connection ended", "remote", c.RemoteAddr().String(), "err", err)
+			}
+			return
+		}
+		h, err := api.DecodeReqHeader(hdr[:])
+		c.SetDeadline(time.Now().Add(requestTimeout))
+		if err != nil {
+			if !framed(hdr[:], h) {
+				// The stream may be out of step: answer, then hang up.
+				s.log.Warn("malformed request; closing the connection", "remote", c.RemoteAddr().String(), "err", err)
+				api.WriteResponse(c, scratch, 0, nil, err)
+				return
+			}
+			// A well-framed request we refuse: skip its payload and go on.
+			s.log.Warn("invalid request", "remote", c.RemoteAddr().String(), "err", err)
+			if _, err := br.Discard(int(h.PayloadLen)); err != nil {
+				return
+			}
+			if api.WriteResponse(c, scratch, 0, nil, err) != nil {
+				return
+			}
+			c.SetDeadline(time.Time{})
+			continue
+		}
+		if err := s.handle(ctx, c, br, h, scratch); err != nil {
+			if ctx.Err() == nil {
+				s.log.Debug("connection failed", "remote", c.RemoteAddr().String(), "err", err)
+			}
+			return
+		}
+		c.SetDeadline(time.Time{})
+	}
+}
+
+// framed reports whether a header that failed validation still delimits
+// its frame (right magic and version, a payload length within bounds), so
+// the connection can skip the payload and stay in step.
+func framed(b []byte, h api.ReqHeader) bool {
+	var ref [api.ReqHeaderSize]byte
+	api.EncodeReqHeader(ref[:], api.ReqHeader{}) // magic and version
+	return bytes.Equal(b[:3], ref[:3]) && h.PayloadLen <= api.MaxFramePayload
+}
+
+// handle serves one request whose header has been read. It returns an
+// error only when the connection can no longer be used.
+func (s *Server) handle(ctx context.Context, c net.Conn, br *bufio.Reader, h api.ReqHeader, scratch []byte) error {
+	var (
+		value   uint64
+		payload []byte
+		err     error
+	)
+	switch h.Op {
+	case api.OSTWrite:
+		bp := s.bufs.get(int(h.PayloadLen))
+		if _, rerr := io.ReadFull(br, *bp); rerr != nil {
+			s.bufs.put(bp)
+			return fmt.Errorf("reading write payload: %w", rerr)
+		}
+		var size int64
+		size, err = s.store.write(ctx, h.Object, int64(h.Offset), *bp, h.Flags&api.FlagSync != 0)
+		s.bufs.put(bp)
+		value = uint64(size)
+	case api.OSTRead:
+		var res readResult
+		res, err = s.store.read(ctx, h.Object, int64(h.Offset), int(h.Length))
+		if err == nil && res.buf != nil {
+			// Reply header and data in one write, without a copy.
+			buf := *res.buf
+			api.EncodeRespHeader(buf[res.hdr:res.hdr+api.RespHeaderSize], api.RespHeader{
+				PayloadLen: uint32(len(res.payload)),
+				Value:      uint64(res.size),
+			})
+			_, werr := c.Write(buf[res.hdr : res.hdr+api.RespHeaderSize+len(res.payload)])
+			s.bufs.put(res.buf)
+			return werr
+		}
+		value = uint64(res.size)
+	case api.OSTAllocate:
+		var length [8]byte
+		if _, rerr := io.ReadFull(br, length[:]); rerr != nil {
+			return fmt.Errorf("reading allocate length: %w", rerr)
+		}
+		n := int64(binary.BigEndian.Uint64(length[:]))
+		err = s.store.allocate(ctx, h.Object, int64(h.Offset), n, h.Flags&api.FlagKeepSize != 0)
+	case api.OSTPunch:
+		err = s.store.punch(ctx, h.Object, int64(h.Offset))
+		value = h.Offset
+	case api.OSTSync:
+		err = s.store.sync(ctx, h.Object)
+	case api.OSTGetSize:
+		var size int64
+		size, err = s.store.size(ctx, h.Object)
+		value = uint64(size)
+	case api.OSTDestroy:
+		err = s.store.destroy(ctx, h.Object)
+	case api.OSTStatFS:
+		var st api.OSTStatfs
+		st, err = s.store.statfs(s.cfg.DataDir, s.Index())
+		payload = api.EncodeStatfs(st)
+	default:
+		err = api.Errorf(api.CodeInvalid, "unknown OST operation %d", h.Op)
+	}
+	if err != nil {
+		s.logFailure(h, err)
+	}
+	return api.WriteResponse(c, scratch, value, payload, err)
+}
+
+// logFailure records a failed request: server-side faults loudly, caller
+// errors quietly. Checksum failures were logged where they were found.
+func (s *Server) logFailure(h api.ReqHeader, err error) {
+	attrs := []any{"op", h.Op, "object", fmt.Sprintf("%016x", h.Object), "offset", h.Offset, "err", err}
+	switch api.CodeOf(err) {
+	case api.CodeCorrupt, api.CodeCanceled:
+	case api.CodeIO, api.CodeInternal:
+		s.log.Error("request failed", attrs...)
+	case api.CodeNoSpace:
+		s.log.Warn("request failed", attrs...)
+	default:
+		s.log.Debug("request failed", attrs...)
+	}
+}

@@ -1,0 +1,806 @@
+package ost
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/stria/stria/api"
+	"golang.org/x/sys/unix"
+)
+
+// The object store: see blockcrc.go for the on-disk format.
+//
+// Lock order (never acquire leftwards while holding a lock to the right):
+//
+//	store.stripes[i] (one object's RWMutex; never two stripes at once)
+//	  → objDir.mu (directory fsync)
+//	  → handleCache.mu (short; no I/O but closing evicted files)
+//
+// A request holds its object's stripe for its whole duration: readers share
+// it, writers (write, punch, destroy) hold it exclusively, so the
+// read-modify-write of an edge block is atomic against other writers.
+//
+// Known limitation: data and checksum slots are two separate writes. A crash
+// in the middle of an overwrite that was never fsynced may leave a block
+// whose data and checksum disagree; reading it then fails with EIO
+// (CodeCorrupt), never returns wrong bytes. Writes acknowledged with
+// FlagSync, or followed by a successful Sync, are durable.
+
+const (
+	numStripes  = 256
+	subDirs     = 256
+	handleLimit = 512
+)
+
+type store struct {
+	root string // DataDir/objects
+	log  *slog.Logger
+	bufs *bufPool
+
+	stripes [numStripes]sync.RWMutex
+	dirs    [subDirs]objDir
+	cache   handleCache
+	objects atomic.Int64
+	// noFallocate is set once the file system refuses fallocate.
+	noFallocate atomic.Bool
+}
+
+// objDir tracks whether a directory has entries not yet made durable.
+type objDir struct {
+	mu    sync.Mutex
+	dirty bool
+}
+
+// openStore prepares root (creating the 256 subdirectories) and counts the
+// objects already there.
+func openStore(root string, log *slog.Logger, bufs *bufPool) (*store, error) {
+	s := &store{root: root, log: log, bufs: bufs}
+	s.cache.init(handleLimit)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("creating object directory: %w", err)
+	}
+	var count int64
+	for i := range subDirs {
+		dir := filepath.Join(root, fmt.Sprintf("%02x", i))
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("creating object directory: %w", err)
+		}
+		n, err := countObjects(dir)
+		if err != nil {
+			return nil, err
+		}
+		count += n
+	}
+	for _, dir := range []string{root, filepath.Dir(root)} {
+		if err := syncDir(dir); err != nil {
+			return nil, err
+		}
+	}
+	s.objects.Store(count)
+	return s, nil
+}
+
+// countObjects counts data files in one object directory, in batches so a
+// huge directory does not need all its names in memory.
+func countObjects(dir string) (int64, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return 0, fmt.Errorf("counting objects: %w", err)
+	}
+	defer f.Close()
+	var n int64
+	for {
+		names, err := f.Readdirnames(4096)
+		for _, name := range names {
+			if len(name) == 16 {
+				if _, perr := strconv.ParseUint(name, 16, 64); perr == nil {
+					n++
+				}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("counting objects in %s: %w", dir, err)
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+func (s *store) stripe(obj uint64) *sync.RWMutex {
+	return &s.stripes[(obj*0x9E3779B97F4A7C15)>>(64-8)]
+}
+
+func (s *store) dataPath(obj uint64) string {
+	return filepath.Join(s.root, fmt.Sprintf("%02x", obj&0xff), fmt.Sprintf("%016x", obj))
+}
+
+// close closes every cached handle. No request may be running.
+func (s *store) close() { s.cache.closeAll() }
+
+// handle is an object's open files.
+type handle struct {
+	obj  uint64
+	data *os.File
+	crc  *os.File
+
+	// Guarded by handleCache.mu.
+	refs int
+	elem *list.Element // nil when not in the cache
+}
+
+func (h *handle) closeFiles() {
+	h.data.Close()
+	h.crc.Close()
+}
+
+// handleCache is a bounded LRU of open handles. Each user holds a
+// reference; the cache holds one while the handle is cached; the files
+// close when the last reference goes.
+type handleCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[uint64]*handle
+	lru list.List // front = most recently used
+}
+
+func (c *handleCache) init(max int) {
+	c.max = max
+	c.m = make(map[uint64]*handle)
+}
+
+// get returns a referenced cached handle, or nil.
+func (c *handleCache) get(obj uint64) *handle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.m[obj]
+	if h == nil {
+		return nil
+	}
+	h.refs++
+	c.lru.MoveToFront(h.elem)
+	return h
+}
+
+// add caches a freshly opened handle and returns a referenced handle for
+// obj: h itself, or one another reader cached first (h is then closed).
+func (c *handleCache) add(h *handle) *handle {
+	var closing []*handle
+	c.mu.Lock()
+	if old := c.m[h.obj]; old != nil {
+		old.refs++
+		c.lru.MoveToFront(old.elem)
+		c.mu.Unlock()
+		h.closeFiles()
+		return old
+	}
+	h.refs = 2 // the cache and the caller
+	h.elem = c.lru.PushFront(h)
+	c.m[h.obj] = h
+	for c.lru.Len() > c.max {
+		victim := c.lru.Back().Value.(*handle)
+		if v := c.dropLocked(victim); v != nil {
+			closing = append(closing, v)
+		}
+	}
+	c.mu.Unlock()
+	for _, v := range closing {
+		v.closeFiles()
+	}
+	return h
+}
+
+// dropLocked removes h from the cache and returns it if it must be closed.
+func (c *handleCache) dropLocked(h *handle) *handle {
+	c.lru.Remove(h.elem)
+	h.elem = nil
+	delete(c.m, h.obj)
+	h.refs--
+	if h.refs == 0 {
+		return h
+	}
+	return nil
+}
+
+// release drops a caller's reference.
+func (c *handleCache) release(h *handle) {
+	c.mu.Lock()
+	h.refs--
+	last := h.refs == 0
+	c.mu.Unlock()
+	if last {
+		h.closeFiles()
+	}
+}
+
+// remove drops obj from the cache (destroy).
+func (c *handleCache) remove(obj uint64) {
+	c.mu.Lock()
+	var v *handle
+	if h := c.m[obj]; h != nil {
+		v = c.dropLocked(h)
+	}
+	c.mu.Unlock()
+	if v != nil {
+		v.closeFiles()
+	}
+}
+
+func (c *handleCache) closeAll() {
+	c.mu.Lock()
+	var closing []*handle
+	for _, h := range c.m {
+		if v := c.dropLocked(h); v != nil {
+			closing = append(closing, v)
+		}
+	}
+	c.mu.Unlock()
+	for _, v := range closing {
+		v.closeFiles()
+	}
+}
+
+// open returns a referenced handle for obj, or nil if the object does not
+// exist and create is false. The caller holds obj's stripe, exclusively
+// when create is true.
+func (s *store) open(obj uint64, create bool) (*handle, error) {
+	if h := s.cache.get(obj); h != nil {
+		return h, nil
+	}
+	path := s.dataPath(obj)
+	data, err := os.OpenFile(path, os.O_RDWR, 0)
+	created := false
+	if errors.Is(err, fs.ErrNotExist) {
+		if !create {
+			return nil, nil
+		}
+		data, err = s.create(obj, path)
+		created = err == nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open object %016x: %w", obj, err)
+	}
+	fresh := created
+	if !created {
+		// An empty object may lack its sidecar header after a crash
+		// during creation: nothing to complain about.
+		size, err := fileSize(data)
+		if err != nil {
+			data.Close()
+			return nil, err
+		}
+		fresh = size == 0
+	}
+	crc, err := s.openCRC(obj, path+".crc", fresh)
+	if err != nil {
+		data.Close()
+		return nil, err
+	}
+	return s.cache.add(&handle{obj: obj, data: data, crc: crc}), nil
+}
+
+// create makes a new object's data file. Any sidecar left by a destroy that
+// crashed half-way is reset first (openCRC with fresh=true).
+func (s *store) create(obj uint64, path string) (*os.File, error) {
+	crc, err := os.OpenFile(path+".crc", os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	crc.Close()
+	data, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	s.objects.Add(1)
+	d := &s.dirs[obj&0xff]
+	d.mu.Lock()
+	d.dirty = true
+	d.mu.Unlock()
+	return data, nil
+}
+
+// openCRC opens an object's sidecar, writing the header when it is empty.
+// A missing sidecar of an object holding data is recreated empty, so every
+// block holding data reads as corrupt rather than unchecked; fresh says
+// the object is new or empty, so a missing sidecar is expected.
+func (s *store) openCRC(obj uint64, path string, fresh bool) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open checksums of object %016x: %w", obj, err)
+	}
+	var hdr [crcHeaderSize]byte
+	n, err := f.ReadAt(hdr[:], 0)
+	switch {
+	case n == 0 && (err == nil || errors.Is(err, io.EOF)):
+		if !fresh {
+			s.log.Error("checksum file missing or empty; blocks holding data will read as corrupt", "object", fmt.Sprintf("%016x", obj))
+		}
+		h := crcHeader()
+		if _, err := f.WriteAt(h[:], 0); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("write checksum header of object %016x: %w", obj, err)
+		}
+		return f, nil
+	case n == crcHeaderSize && checkCRCHeader(hdr[:]):
+		return f, nil
+	case err != nil && !errors.Is(err, io.EOF):
+		f.Close()
+		return nil, fmt.Errorf("read checksum header of object %016x: %w", obj, err)
+	default:
+		f.Close()
+		s.log.Error("checksum file has a bad header", "object", fmt.Sprintf("%016x", obj), "path", path)
+		return nil, api.Errorf(api.CodeCorrupt, "object %016x: checksum file has a bad header", obj)
+	}
+}
+
+func fileSize(f *os.File) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, fmt.Errorf("stat %s: %w", f.Name(), err)
+	}
+	return st.Size, nil
+}
+
+// readSlots reads the slots of blocks [first, first+len(b)/slotSize); slots
+// past the end of the sidecar read as holes.
+func readSlots(h *handle, first int64, b []byte) error {
+	n, err := h.crc.ReadAt(b, slotOffset(first))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read checksums of object %016x: %w", h.obj, err)
+	}
+	clear(b[n:])
+	return nil
+}
+
+// corrupt logs a failed block and returns the wire error.
+func (s *store) corrupt(obj uint64, block int64, m *blockMismatch) error {
+	attrs := []any{
+		"object", fmt.Sprintf("%016x", obj),
+		"block", block,
+		"offset", block * BlockSize,
+		"actual", fmt.Sprintf("%08x", m.actual),
+	}
+	switch m.state {
+	case slotHole:
+		attrs = append(attrs, "expected", "hole (all zeros)")
+	case slotBad:
+		attrs = append(attrs, "expected", "none: checksum slot damaged", "slot_crc", fmt.Sprintf("%08x", m.expected))
+	default:
+		attrs = append(attrs, "expected", fmt.Sprintf("%08x", m.expected))
+	}
+	s.log.Error("checksum mismatch", attrs...)
+	return api.Errorf(api.CodeCorrupt, "object %016x block %d (offset %d): checksum mismatch", obj, block, block*BlockSize)
+}
+
+// readBlock reads block b of an object of the given size into buf (which is
+// zeroed past the object's end) and verifies it against slot.
+func (s *store) readBlock(h *handle, b, size int64, buf, slot []byte) error {
+	start := b * BlockSize
+	n := int(min(BlockSize, max(size-start, 0)))
+	if n > 0 {
+		if _, err := h.data.ReadAt(buf[:n], start); err != nil {
+			return fmt.Errorf("read object %016x block %d: %w", h.obj, b, err)
+		}
+	}
+	clear(buf[n:BlockSize])
+	if m := verifyBlock(buf[:n], slot); m != nil {
+		return s.corrupt(h.obj, b, m)
+	}
+	return nil
+}
+
+// reserve allocates disk space for [off, off+n) of f without changing its
+// size, so that a full disk fails the request before anything is
+// overwritten.
+func (s *store) reserve(f *os.File, off, n int64) error {
+	if n <= 0 || s.noFallocate.Load() {
+		return nil
+	}
+	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, n)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
+		s.noFallocate.Store(true)
+		s.log.Warn("file system does not support fallocate; a full disk may now fail writes half-way")
+		return nil
+	case errors.Is(err, unix.EINTR):
+		return s.reserve(f, off, n)
+	}
+	return fmt.Errorf("reserving %d bytes at %d of %s: %w", n, off, filepath.Base(f.Name()), err)
+}
+
+// write stores p at off in obj, creating it, and returns the object size.
+func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, durable bool) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	mu := s.stripe(obj)
+	mu.Lock()
+	defer mu.Unlock()
+	h, err := s.open(obj, true)
+	if err != nil {
+		return 0, err
+	}
+	defer s.cache.release(h)
+	size, err := fileSize(h.data)
+	if err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return size, s.syncIf(h, durable)
+	}
+	end := off + int64(len(p))
+	first, last := off/BlockSize, (end-1)/BlockSize
+	nb := last - first + 1
+
+	slotsBuf := s.bufs.get(int(nb) * slotSize)
+	defer s.bufs.put(slotsBuf)
+	slots := *slotsBuf
+
+	// Edge blocks the write does not cover fully: read, verify, merge.
+	var edgeBufs [2]*[]byte
+	defer func() {
+		for _, b := range edgeBufs {
+			if b != nil {
+				s.bufs.put(b)
+			}
+		}
+	}()
+	var oldSlot [slotSize]byte
+	for i, b := range [2]int64{first, last} {
+		if i == 1 && last == first {
+			break
+		}
+		bStart := b * BlockSize
+		if off <= bStart && end >= bStart+BlockSize {
+			continue // fully covered
+		}
+		eb := s.bufs.get(BlockSize)
+		edgeBufs[i] = eb
+		buf := *eb
+		if bStart < size {
+			if err := readSlots(h, b, oldSlot[:]); err != nil {
+				return 0, err
+			}
+			if err := s.readBlock(h, b, size, buf, oldSlot[:]); err != nil {
+				return 0, err
+			}
+		} else {
+			clear(buf)
+		}
+		lo := max(off, bStart)
+		hi := min(end, bStart+BlockSize)
+		copy(buf[lo-bStart:hi-bStart], p[lo-off:hi-off])
+		putSlot(slots[(b-first)*slotSize:], blockCRC(buf))
+	}
+	for b := first; b <= last; b++ {
+		bStart := b * BlockSize
+		if off <= bStart && end >= bStart+BlockSize {
+			putSlot(slots[(b-first)*slotSize:], blockCRC(p[bStart-off:bStart-off+BlockSize]))
+		}
+	}
+
+	// Nothing has changed yet: reserve the space, then write.
+	if err := s.reserve(h.data, off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	if err := s.reserve(h.crc, slotOffset(first), nb*slotSize); err != nil {
+		return 0, err
+	}
+	if first > blocksFor(size) {
+		// Blocks between the old end and this write become holes: drop
+		// any slot a crashed truncation may have left there.
+		if err := h.crc.Truncate(slotOffset(blocksFor(size))); err != nil {
+			return 0, fmt.Errorf("truncate checksums of object %016x: %w", obj, err)
+		}
+	}
+	if _, err := h.data.WriteAt(p, off); err != nil {
+		return 0, fmt.Errorf("write object %016x: %w", obj, err)
+	}
+	if _, err := h.crc.WriteAt(slots, slotOffset(first)); err != nil {
+		return 0, fmt.Errorf("write checksums of object %016x: %w", obj, err)
+	}
+	return max(size, end), s.syncIf(h, durable)
+}
+
+func (s *store) syncIf(h *handle, durable bool) error {
+	if !durable {
+		return nil
+	}
+	return s.syncHandle(h)
+}
+
+// syncHandle makes the object's data, checksums and directory entry durable.
+func (s *store) syncHandle(h *handle) error {
+	if err := fdatasync(h.data); err != nil {
+		return fmt.Errorf("sync object %016x: %w", h.obj, err)
+	}
+	if err := fdatasync(h.crc); err != nil {
+		return fmt.Errorf("sync checksums of object %016x: %w", h.obj, err)
+	}
+	d := &s.dirs[h.obj&0xff]
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dirty {
+		if err := syncDir(filepath.Dir(h.data.Name())); err != nil {
+			return err
+		}
+		d.dirty = false
+	}
+	return nil
+}
+
+func fdatasync(f *os.File) error {
+	for {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// readResult is a verified read: payload is (*buf)[hdr+api.RespHeaderSize:]
+// up to its length, and (*buf)[hdr:hdr+api.RespHeaderSize] is free for the
+// reply header.
+type readResult struct {
+	buf     *[]byte
+	hdr     int
+	payload []byte
+	size    int64
+}
+
+// read returns up to length bytes at off of obj, verified. The caller must
+// put res.buf back into the pool when it is not nil.
+func (s *store) read(ctx context.Context, obj uint64, off int64, length int) (readResult, error) {
+	if err := ctx.Err(); err != nil {
+		return readResult{}, err
+	}
+	mu := s.stripe(obj)
+	mu.RLock()
+	defer mu.RUnlock()
+	h, err := s.open(obj, false)
+	if err != nil || h == nil {
+		return readResult{}, err
+	}
+	defer s.cache.release(h)
+	size, err := fileSize(h.data)
+	if err != nil {
+		return readResult{}, err
+	}
+	if off >= size || length == 0 {
+		return readResult{size: size}, nil
+	}
+	end := min(off+int64(length), size)
+	first, last := off/BlockSize, (end-1)/BlockSize
+	nb := last - first + 1
+	rdStart := first * BlockSize
+	rdEnd := min((last+1)*BlockSize, size)
+
+	const hs = api.RespHeaderSize
+	bp := s.bufs.get(hs + int(rdEnd-rdStart) + int(nb)*slotSize)
+	ok := false
+	defer func() {
+		if !ok {
+			s.bufs.put(bp)
+		}
+	}()
+	buf := *bp
+	data := buf[hs : hs+rdEnd-rdStart]
+	slots := buf[hs+rdEnd-rdStart:]
+	if _, err := h.data.ReadAt(data, rdStart); err != nil {
+		if errors.Is(err, io.EOF) {
+			return readResult{}, api.Errorf(api.CodeIO, "object %016x changed size under a read", obj)
+		}
+		return readResult{}, fmt.Errorf("read object %016x: %w", obj, err)
+	}
+	if err := readSlots(h, first, slots); err != nil {
+		return readResult{}, err
+	}
+	for b := first; b <= last; b++ {
+		lo := (b - first) * BlockSize
+		hi := min(lo+BlockSize, int64(len(data)))
+		if m := verifyBlock(data[lo:hi], slots[(b-first)*slotSize:]); m != nil {
+			return readResult{}, s.corrupt(obj, b, m)
+		}
+	}
+	ok = true
+	hdr := int(off - rdStart)
+	return readResult{buf: bp, hdr: hdr, payload: buf[hdr+hs : hs+end-rdStart], size: size}, nil
+}
+
+// punch truncates obj to size (extending it with a hole when larger),
+// creating it if absent.
+func (s *store) punch(ctx context.Context, obj uint64, size int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	mu := s.stripe(obj)
+	mu.Lock()
+	defer mu.Unlock()
+	h, err := s.open(obj, true)
+	if err != nil {
+		return err
+	}
+	defer s.cache.release(h)
+	old, err := fileSize(h.data)
+	if err != nil {
+		return err
+	}
+	switch {
+	case size == old:
+		return nil
+	case size > old:
+		// The block holding the old end keeps its checksum (bytes past the
+		// end already counted as zeros); new blocks are holes. Drop any
+		// stale slot past the old end first.
+		if err := h.crc.Truncate(slotOffset(blocksFor(old))); err != nil {
+			return fmt.Errorf("truncate checksums of object %016x: %w", obj, err)
+		}
+		if err := h.data.Truncate(size); err != nil {
+			return fmt.Errorf("extend object %016x: %w", obj, err)
+		}
+		return nil
+	}
+	b, within := size/BlockSize, size%BlockSize
+	var slot [slotSize]byte
+	if within != 0 {
+		// The block holding the new end: verify what is kept, then its
+		// checksum covers the kept bytes and zeros.
+		eb := s.bufs.get(BlockSize)
+		defer s.bufs.put(eb)
+		buf := *eb
+		if err := readSlots(h, b, slot[:]); err != nil {
+			return err
+		}
+		if err := s.readBlock(h, b, old, buf, slot[:]); err != nil {
+			return err
+		}
+		putSlot(slot[:], blockCRC(buf[:within]))
+	}
+	if err := h.data.Truncate(size); err != nil {
+		return fmt.Errorf("truncate object %016x: %w", obj, err)
+	}
+	if within != 0 {
+		if _, err := h.crc.WriteAt(slot[:], slotOffset(b)); err != nil {
+			return fmt.Errorf("write checksums of object %016x: %w", obj, err)
+		}
+	}
+	if err := h.crc.Truncate(slotOffset(blocksFor(size))); err != nil {
+		return fmt.Errorf("truncate checksums of object %016x: %w", obj, err)
+	}
+	return nil
+}
+
+// allocate reserves disk space for [off, off+n) of obj (fallocate), and
+// unless keepSize grows the object to cover it. New blocks are holes: their
+// checksum slots stay empty and they read as zeros.
+func (s *store) allocate(ctx context.Context, obj uint64, off, n int64, keepSize bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if off < 0 || n <= 0 || off+n < off || off+n > 1<<62 {
+		return api.Errorf(api.CodeInvalid, "allocate of %d bytes at %d", n, off)
+	}
+	mu := s.stripe(obj)
+	mu.Lock()
+	defer mu.Unlock()
+	h, err := s.open(obj, true)
+	if err != nil {
+		return err
+	}
+	defer s.cache.release(h)
+	if err := s.reserve(h.data, off, n); err != nil {
+		return err
+	}
+	if keepSize {
+		return nil
+	}
+	old, err := fileSize(h.data)
+	if err != nil || off+n <= old {
+		return err
+	}
+	if err := h.crc.Truncate(slotOffset(blocksFor(old))); err != nil {
+		return fmt.Errorf("truncate checksums of object %016x: %w", obj, err)
+	}
+	if err := h.data.Truncate(off + n); err != nil {
+		return fmt.Errorf("extend object %016x: %w", obj, err)
+	}
+	return nil
+}
+
+// sync makes obj durable; an absent object is trivially so.
+func (s *store) sync(ctx context.Context, obj uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	mu := s.stripe(obj)
+	mu.RLock()
+	defer mu.RUnlock()
+	h, err := s.open(obj, false)
+	if err != nil || h == nil {
+		return err
+	}
+	defer s.cache.release(h)
+	return s.syncHandle(h)
+}
+
+// size returns obj's size, 0 if absent.
+func (s *store) size(ctx context.Context, obj uint64) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	mu := s.stripe(obj)
+	mu.RLock()
+	defer mu.RUnlock()
+	h, err := s.open(obj, false)
+	if err != nil || h == nil {
+		return 0, err
+	}
+	defer s.cache.release(h)
+	return fileSize(h.data)
+}
+
+// destroy removes obj; an absent object is fine. The data file goes first:
+// once it is gone the object is gone, and a sidecar left behind by a crash
+// is reset when the id is created again.
+func (s *store) destroy(ctx context.Context, obj uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	mu := s.stripe(obj)
+	mu.Lock()
+	defer mu.Unlock()
+	s.cache.remove(obj)
+	path := s.dataPath(obj)
+	err := os.Remove(path)
+	switch {
+	case err == nil:
+		s.objects.Add(-1)
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("destroy object %016x: %w", obj, err)
+	}
+	if err := os.Remove(path + ".crc"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("destroy checksums of object %016x: %w", obj, err)
+	}
+	return nil
+}
+
+// statfs reports the capacity of the file system holding dir.
+func (s *store) statfs(dir string, index uint32) (api.OSTStatfs, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return api.OSTStatfs{}, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	bs := uint64(st.Bsize)
+	return api.OSTStatfs{
+		Index:   index,
+		Total:   st.Blocks * bs,
+		Free:    st.Bfree * bs,
+		Avail:   st.Bavail * bs,
+		Objects: uint64(max(s.objects.Load(), 0)),
+	}, nil
+}
