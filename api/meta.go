@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
+	"unicode/utf8"
 )
 
 // Limits enforced by meta and checked early by the gateway.
@@ -335,6 +336,10 @@ func ValidName(name string) error {
 		return Errorf(CodeInvalid, "name %q is reserved", name)
 	case strings.ContainsAny(name, "/\x00"):
 		return Errorf(CodeInvalid, "name contains '/' or NUL")
+	case !utf8.ValidString(name):
+		// The JSON wire contract carries names as UTF-8 text; refusing
+		// other byte strings beats storing a mangled name.
+		return Errorf(CodeInvalid, "name is not valid UTF-8")
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestReqHeaderRoundTrip(t *testing.T) {
@@ -130,7 +131,8 @@ func FuzzValidName(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, name string) {
 		err := ValidName(name)
-		ok := name != "" && len(name) <= MaxNameLen && name != "." && name != ".." && !bytes.ContainsAny([]byte(name), "/\x00")
+		ok := name != "" && len(name) <= MaxNameLen && name != "." && name != ".." &&
+			!bytes.ContainsAny([]byte(name), "/\x00") && utf8.ValidString(name)
 		if (err == nil) != ok {
 			t.Fatalf("ValidName(%q) = %v", name, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -132,6 +133,9 @@ func (n *node) refresh(a api.Attr, l *api.Layout) {
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if !utf8.ValidString(name) {
+		return nil, syscall.ENOENT // no such name can be created
+	}
 	if err := api.ValidName(name); err != nil {
 		return nil, toErrno(err)
 	}
@@ -307,6 +311,9 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if len(target) > api.MaxSymlinkLen {
 		return nil, syscall.ENAMETOOLONG
+	}
+	if !utf8.ValidString(target) {
+		return nil, syscall.EINVAL // the wire carries targets as UTF-8
 	}
 	inode, _, err := n.create(ctx, name, api.CreateReq{Mode: api.ModeLink | 0o777, Target: target, Exclusive: true}, out)
 	return inode, toErrno(err)

@@ -433,6 +433,8 @@ func TestPOSIX(t *testing.T) {
 		}
 		_, err = os.Create(filepath.Join(d, "missing", "f"))
 		errnoIs(t, "missing parent", err, syscall.ENOENT)
+		_, err = os.Create(filepath.Join(d, "bad\xffname"))
+		errnoIs(t, "name that is not UTF-8", err, syscall.EINVAL)
 		_, err = os.Stat(filepath.Join(d, "nothing"))
 		errnoIs(t, "stat missing", err, syscall.ENOENT)
 	})

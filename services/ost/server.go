@@ -6,9 +6,9 @@ package ost
 
 import (
 	"bufio"
-	"encoding/binary"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"

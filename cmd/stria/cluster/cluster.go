@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // StartTimeout bounds how long each embedded server may take to be ready.
@@ -138,7 +139,9 @@ func ConnectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
 
 // ConnectEtcd connects to etcd and checks it answers.
 func ConnectEtcd(ctx context.Context, endpoints []string) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 10 * time.Second, Logger: nil})
+	// The client's own retry chatter (zap, JSON) is not for users; our
+	// services log what matters through slog.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}

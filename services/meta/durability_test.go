@@ -1,0 +1,452 @@
+package meta
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stria/stria/api"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func TestRestartPersistence(t *testing.T) {
+	h := newHarness(t, 2)
+	d := h.mkdir(api.RootIno, "d")
+	f := h.create(d, "f", regMode)
+	h.must(api.OpLink, api.LinkReq{Ino: f.Attr.Ino, NewParent: api.RootIno, NewName: "hard"}, nil)
+	sl := h.symlink(d, "sl", "f")
+	h.must(api.OpSetXattr, api.XattrReq{Ino: f.Attr.Ino, Name: "user.k", Value: []byte("v")}, nil)
+	h.must(api.OpSetLayout, api.LayoutReq{Ino: d, Layout: api.Layout{StripeCount: 2, StripeSize: 128 << 10, StripeOffset: -1}}, nil)
+	h.must(api.OpUpdateSize, api.UpdateSizeReq{Ino: f.Attr.Ino, Size: 12345, Mtime: time.Now().UnixNano()}, nil)
+	orphan := h.mkfile(d, "orphan")
+	h.must(api.OpUnlink, api.UnlinkReq{Parent: d, Name: "orphan", KeepOpen: true}, nil)
+	before := map[uint64]api.Attr{}
+	for _, ino := range []uint64{api.RootIno, d, f.Attr.Ino, sl.Attr.Ino, orphan} {
+		before[ino] = h.attr(ino)
+	}
+
+	h.restart(nil)
+
+	for ino, want := range before {
+		if got := h.attr(ino); got != want {
+			t.Errorf("inode %d after restart: %+v, want %+v", ino, got, want)
+		}
+	}
+	e, err := h.lookup(d, "f")
+	if err != nil || e.Attr.Ino != f.Attr.Ino || e.Layout == nil || e.Layout.String() != f.Layout.String() {
+		t.Fatalf("lookup after restart: %+v %v", e, err)
+	}
+	if e, err := h.lookup(api.RootIno, "hard"); err != nil || e.Attr.Ino != f.Attr.Ino || e.Attr.Nlink != 2 {
+		t.Fatalf("hard link after restart: %+v %v", e, err)
+	}
+	var rl api.ReadlinkResp
+	h.must(api.OpReadlink, api.InoReq{Ino: sl.Attr.Ino}, &rl)
+	var x api.XattrResp
+	h.must(api.OpGetXattr, api.XattrReq{Ino: f.Attr.Ino, Name: "user.k"}, &x)
+	var lr api.LayoutResp
+	h.must(api.OpGetLayout, api.LayoutReq{Ino: d}, &lr)
+	if rl.Target != "f" || string(x.Value) != "v" || lr.Inherited || lr.Layout.StripeCount != 2 {
+		t.Fatalf("after restart: target %q xattr %q layout %+v", rl.Target, x.Value, lr)
+	}
+	var st api.StatFSResp
+	h.must(api.OpStatFS, api.Empty{}, &st)
+	if st.Inodes != 5 {
+		t.Fatalf("inodes %d, want 5", st.Inodes)
+	}
+	// The orphan survives a restart of meta (gateways still hold it open).
+	h.must(api.OpReleaseOrphan, api.InoReq{Ino: orphan}, nil)
+	// Inode numbers are never reused.
+	if n := h.mkfile(api.RootIno, "new"); n <= orphan {
+		t.Fatalf("new inode %d reuses a number (last was %d)", n, orphan)
+	}
+}
+
+func TestDestroyQueue(t *testing.T) {
+	h := newHarness(t, 3)
+	wide := api.Layout{StripeCount: 3, StripeSize: 1 << 20, StripeOffset: -1}
+	mk := func(name string) uint64 {
+		var e api.EntryResp
+		h.must(api.OpCreate, api.CreateReq{Parent: api.RootIno, Name: name, Mode: regMode, Layout: &wide}, &e)
+		return e.Attr.Ino
+	}
+	destroyedEverywhere := func(ino uint64) func() bool {
+		return func() bool {
+			for _, o := range h.osts {
+				if o.destroys(ino) == 0 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+
+	t.Run("unlink", func(t *testing.T) {
+		ino := mk("a")
+		h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "a"}, nil)
+		waitFor(t, "objects destroyed", 10*time.Second, destroyedEverywhere(ino))
+	})
+	t.Run("rename over a file", func(t *testing.T) {
+		ino := mk("b")
+		mk("c")
+		h.must(api.OpRename, api.RenameReq{Parent: api.RootIno, Name: "c", NewParent: api.RootIno, NewName: "b"}, nil)
+		waitFor(t, "objects destroyed", 10*time.Second, destroyedEverywhere(ino))
+	})
+	t.Run("orphan waits for release", func(t *testing.T) {
+		ino := mk("open")
+		h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "open", KeepOpen: true}, nil)
+		if err := h.call(api.OpReleaseOrphan, api.InoReq{Ino: h.mkfile(api.RootIno, "notorphan")}, nil); codeOf(err) != api.CodeInvalid {
+			t.Fatalf("release of a linked file: %v", err)
+		}
+		// Let the destroyer run a pass; nothing of the orphan may go.
+		h.must(api.OpSync, api.Empty{}, nil)
+		h.srv.wake(h.srv.wakeDestroyer)
+		if destroyedEverywhere(ino)() || h.osts[0].destroys(ino)+h.osts[1].destroys(ino)+h.osts[2].destroys(ino) != 0 {
+			t.Fatal("orphan's objects destroyed while open")
+		}
+		h.must(api.OpReleaseOrphan, api.InoReq{Ino: ino}, nil)
+		waitFor(t, "objects destroyed", 10*time.Second, destroyedEverywhere(ino))
+		if err := h.call(api.OpReleaseOrphan, api.InoReq{Ino: ino}, nil); codeOf(err) != api.CodeNotFound {
+			t.Fatalf("second release: %v", err)
+		}
+	})
+	t.Run("relayout queues the old objects", func(t *testing.T) {
+		var e api.EntryResp
+		h.must(api.OpCreate, api.CreateReq{Parent: api.RootIno, Name: "r", Mode: regMode, Layout: &api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: 0}}, &e)
+		h.must(api.OpSetLayout, api.LayoutReq{Ino: e.Attr.Ino, Layout: api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: 2}}, nil)
+		waitFor(t, "old object destroyed", 10*time.Second, func() bool { return h.osts[0].destroys(e.Attr.Ino) == 1 })
+		if h.osts[2].destroys(e.Attr.Ino) != 0 {
+			t.Fatal("new object destroyed")
+		}
+	})
+	t.Run("down OST is retried, never dropped", func(t *testing.T) {
+		h.osts[1].down.Store(true)
+		ino := mk("d")
+		h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "d"}, nil)
+		waitFor(t, "live OSTs destroyed", 10*time.Second, func() bool { return h.osts[0].destroys(ino) == 1 && h.osts[2].destroys(ino) == 1 })
+		// And one that left the registry keeps its entries too.
+		ino2 := mk("e")
+		h.removeOST(2)
+		h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "e"}, nil)
+		waitFor(t, "OST 0 destroyed", 10*time.Second, func() bool { return h.osts[0].destroys(ino2) == 1 })
+		h.osts[1].down.Store(false)
+		waitFor(t, "down OST catches up", 20*time.Second, func() bool { return h.osts[1].destroys(ino) == 1 && h.osts[1].destroys(ino2) == 1 })
+		if h.osts[2].destroys(ino2) != 0 {
+			t.Fatal("destroy sent to an unregistered OST")
+		}
+		// The entry survives a restart and is done once the OST is back.
+		h.restart(nil)
+		h.addOST(2)
+		waitFor(t, "returning OST catches up", 20*time.Second, func() bool { return h.osts[3].destroys(ino2) == 1 })
+	})
+}
+
+// readChangelog returns the records in the file system's stream once it
+// holds at least n messages.
+func readChangelog(t *testing.T, fs string, n int) []api.ChangeRecord {
+	t.Helper()
+	js, err := jetstream.New(env.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var stream jetstream.Stream
+	waitFor(t, "changelog stream", 20*time.Second, func() bool {
+		s, err := js.Stream(ctx, api.ChangelogStream(fs))
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		if err != nil || info.State.Msgs < uint64(n) {
+			return false
+		}
+		stream = s
+		return true
+	})
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := stream.Info(ctx)
+	var out []api.ChangeRecord
+	for uint64(len(out)) < info.State.Msgs {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatalf("reading changelog: %v", err)
+		}
+		var r api.ChangeRecord
+		if err := json.Unmarshal(m.Data(), &r); err != nil {
+			t.Fatal(err)
+		}
+		if m.Headers().Get(jetstream.MsgIDHeader) != itoa(int(r.Seq)) {
+			t.Fatalf("message ID %q for seq %d", m.Headers().Get(jetstream.MsgIDHeader), r.Seq)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// changeSequence performs one change of every kind and returns the record
+// types it must produce, in order.
+func changeSequence(h *harness) []string {
+	d := h.mkdir(api.RootIno, "d")
+	f := h.mkfile(d, "f")
+	h.symlink(d, "sl", "f")
+	h.create(d, "fifo", api.ModeFIFO|0o600)
+	h.must(api.OpLink, api.LinkReq{Ino: f, NewParent: api.RootIno, NewName: "hard"}, nil)
+	h.must(api.OpSetAttr, api.SetAttrReq{Ino: f, Valid: api.SetMode, Mode: 0o600}, nil)
+	h.must(api.OpSetAttr, api.SetAttrReq{Ino: f, Valid: api.SetSize, Size: 0}, nil)
+	h.must(api.OpSetXattr, api.XattrReq{Ino: f, Name: "user.a", Value: []byte("1")}, nil)
+	h.must(api.OpRemoveXattr, api.XattrReq{Ino: f, Name: "user.a"}, nil)
+	h.must(api.OpSetLayout, api.LayoutReq{Ino: d, Layout: api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: -1}}, nil)
+	h.must(api.OpUpdateSize, api.UpdateSizeReq{Ino: f, Size: 10, Mtime: time.Now().UnixNano() + 1e12}, nil)
+	h.must(api.OpRename, api.RenameReq{Parent: d, Name: "sl", NewParent: api.RootIno, NewName: "sl2"}, nil)
+	h.must(api.OpRename, api.RenameReq{Parent: d, Name: "fifo", NewParent: api.RootIno, NewName: "hard"}, nil)
+	h.must(api.OpUnlink, api.UnlinkReq{Parent: d, Name: "f"}, nil)
+	h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "sl2"}, nil)
+	h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "hard"}, nil)
+	h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "d", Dir: true}, nil)
+	// Refused requests log nothing.
+	h.call(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "nope"}, nil)
+	return []string{
+		api.ChangeMkdir, api.ChangeCreate, api.ChangeSymlink, api.ChangeMknod, api.ChangeLink,
+		api.ChangeSetattr, api.ChangeTrunc, api.ChangeXattr, api.ChangeXattr, api.ChangeLayout,
+		api.ChangeSetattr, api.ChangeRename, api.ChangeUnlink, api.ChangeRename, api.ChangeUnlink, api.ChangeUnlink,
+		api.ChangeUnlink, api.ChangeRmdir,
+	}
+}
+
+func checkChangelog(t *testing.T, recs []api.ChangeRecord, want []string) {
+	t.Helper()
+	if len(recs) != len(want) {
+		t.Fatalf("%d records, want %d: %+v", len(recs), len(want), recs)
+	}
+	for i, r := range recs {
+		if r.Seq != uint64(i+1) {
+			t.Fatalf("record %d has seq %d: not consecutive", i, r.Seq)
+		}
+		if r.Type != want[i] || r.Ino == 0 || r.Time == 0 {
+			t.Fatalf("record %d: %+v, want type %s", i, r, want[i])
+		}
+	}
+}
+
+func TestChangelog(t *testing.T) {
+	h := newHarness(t, 1)
+	want := changeSequence(h)
+	recs := readChangelog(t, h.fs, len(want))
+	checkChangelog(t, recs, want)
+	if r := recs[11]; r.Parent == 0 || r.Name != "sl" || r.NewParent != api.RootIno || r.NewName != "sl2" {
+		t.Fatalf("rename record %+v", r)
+	}
+	// Published records leave the outbox.
+	waitFor(t, "outbox drained", 10*time.Second, func() bool { return outboxLen(h.srv) == 0 })
+}
+
+func outboxLen(s *Server) int {
+	it, err := s.st.db.NewIter(nil)
+	if err != nil {
+		return -1
+	}
+	defer it.Close()
+	n := 0
+	for ok := it.SeekGE([]byte{pfxChange}); ok && it.Key()[0] == pfxChange; ok = it.Next() {
+		n++
+	}
+	return n
+}
+
+func TestChangelogAfterRestart(t *testing.T) {
+	h := newHarness(t, 1)
+	h.restart(func(s *Server) { s.noPublisher = true })
+	want := changeSequence(h)
+	if n := outboxLen(h.srv); n != len(want) {
+		t.Fatalf("outbox holds %d records, want %d", n, len(want))
+	}
+	h.restart(nil)
+	recs := readChangelog(t, h.fs, len(want))
+	checkChangelog(t, recs, want)
+	// A later change continues the sequence.
+	h.mkdir(api.RootIno, "later")
+	recs = readChangelog(t, h.fs, len(want)+1)
+	if last := recs[len(recs)-1]; last.Seq != uint64(len(want)+1) || last.Type != api.ChangeMkdir {
+		t.Fatalf("next record %+v", last)
+	}
+}
+
+// countingFS counts syncs of WAL files.
+type countingFS struct {
+	vfs.FS
+	walSyncs *atomic.Int64
+}
+
+func (fs countingFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
+	if err != nil || !strings.HasSuffix(name, ".log") {
+		return f, err
+	}
+	return countingFile{File: f, n: fs.walSyncs}, nil
+}
+
+func (fs countingFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.Create(name, c)
+	return fs.wrap(name, f, err)
+}
+
+func (fs countingFS) ReuseForWrite(old, name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.ReuseForWrite(old, name, c)
+	return fs.wrap(name, f, err)
+}
+
+func (fs countingFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	f, err := fs.FS.OpenReadWrite(name, c, opts...)
+	return fs.wrap(name, f, err)
+}
+
+type countingFile struct {
+	vfs.File
+	n *atomic.Int64
+}
+
+func (f countingFile) Sync() error     { f.n.Add(1); return f.File.Sync() }
+func (f countingFile) SyncData() error { f.n.Add(1); return f.File.SyncData() }
+func (f countingFile) SyncTo(n int64) (bool, error) {
+	f.n.Add(1)
+	return f.File.SyncTo(n)
+}
+
+// TestGroupCommit: 16 concurrent creators share fsyncs; every reply still
+// waited for one.
+func TestGroupCommit(t *testing.T) {
+	h := newHarness(t, 1)
+	var syncs atomic.Int64
+	h.restart(func(s *Server) { s.fs = countingFS{FS: vfs.Default, walSyncs: &syncs} })
+	d := h.mkdir(api.RootIno, "d")
+
+	const workers, perWorker = 16, 40
+	syncs.Store(0)
+	calls, covered := h.srv.st.syncCalls.Load(), h.srv.st.syncCovered.Load()
+	start := time.Now()
+	if err := parallel(workers, workers*perWorker, func(i int) error {
+		return h.call(api.OpCreate, api.CreateReq{Parent: d, Name: "f" + itoa(i), Mode: regMode}, nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	creates := int64(workers * perWorker)
+	fsyncs := syncs.Load()
+	calls = h.srv.st.syncCalls.Load() - calls
+	covered = h.srv.st.syncCovered.Load() - covered
+	t.Logf("%d parallel creates: %d WAL fsyncs (%.1f creates per fsync), %d sync requests, %d covered by another's sync, %.0f creates/s",
+		creates, fsyncs, float64(creates)/float64(fsyncs), calls, covered, float64(creates)/elapsed.Seconds())
+	if fsyncs == 0 {
+		t.Fatal("no WAL fsync counted: durability not reached or counting broken")
+	}
+	if int64(calls+covered) < creates {
+		t.Fatalf("%d sync requests for %d creates: some reply did not wait for durability", calls, creates)
+	}
+	minShare := int64(2) // creates per fsync, at least
+	if raceEnabled {
+		minShare = 1 // CPU-bound under the race detector: fewer waiters at once
+	}
+	if fsyncs*minShare >= creates {
+		t.Fatalf("%d fsyncs for %d creates: group commit is not sharing fsyncs", fsyncs, creates)
+	}
+
+	// Serial creates need one fsync each: the counter is honest.
+	syncs.Store(0)
+	for i := range 20 {
+		h.mkfile(d, "serial"+itoa(i))
+	}
+	if n := syncs.Load(); n < 20 {
+		t.Fatalf("20 serial creates took %d fsyncs", n)
+	}
+}
+
+// TestStandby: a second server for the same file system waits while the
+// first leads, and takes over when it stops.
+func TestStandby(t *testing.T) {
+	h := newHarness(t, 1)
+	standby := h.newServer(t.TempDir(), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- standby.Run(ctx) }()
+	h.must(api.OpGetAttr, api.InoReq{Ino: api.RootIno}, nil)
+	select {
+	case <-standby.Ready():
+		t.Fatal("standby serves while the leader runs")
+	case <-time.After(300 * time.Millisecond):
+	}
+	h.stop()
+	select {
+	case <-standby.Ready():
+	case <-time.After(15 * time.Second):
+		t.Fatal("standby did not take over")
+	}
+	h.must(api.OpGetAttr, api.InoReq{Ino: api.RootIno}, nil)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("standby Run: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"defaults", Config{DataDir: "/x"}, true},
+		{"all set", Config{DataDir: "/x", FSName: "fs_1", LeaseTTL: 5 * time.Second, OSTTimeout: time.Second}, true},
+		{"no data dir", Config{}, false},
+		{"bad fsname", Config{DataDir: "/x", FSName: "Bad-Name"}, false},
+		{"long fsname", Config{DataDir: "/x", FSName: strings.Repeat("a", 33)}, false},
+		{"short lease", Config{DataDir: "/x", LeaseTTL: time.Millisecond}, false},
+		{"negative ost timeout", Config{DataDir: "/x", OSTTimeout: -1}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.cfg.Validate(); (err == nil) != c.ok {
+				t.Fatalf("Validate() = %v, want ok=%v", err, c.ok)
+			}
+		})
+	}
+	if _, err := New(Config{DataDir: "/x"}, Deps{}); err == nil {
+		t.Fatal("New without connections succeeded")
+	}
+	b, _ := json.Marshal(DefaultConfig())
+	if string(b) != `{"data-dir":"","fsname":"stria","lease-ttl":10000000000,"ost-timeout":5000000000}` {
+		t.Fatalf("config JSON %s", b)
+	}
+}
+
+// TestLeadershipLost: when the leader's etcd lease goes, it stops serving
+// and Run reports it.
+func TestLeadershipLost(t *testing.T) {
+	h := newHarness(t, 1)
+	resp, err := env.etcd.Get(t.Context(), api.MetaLeaderPrefix(h.fs), clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("leader keys: %v %v", resp, err)
+	}
+	if _, err := env.etcd.Revoke(t.Context(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-h.done:
+		if err == nil || !strings.Contains(err.Error(), "lost leadership") {
+			t.Fatalf("Run returned %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("server kept running without its lease")
+	}
+	h.cancel()
+	h.cancel = nil
+	if err := h.call(api.OpGetAttr, api.InoReq{Ino: api.RootIno}, nil); codeOf(err) != api.CodeUnavailable {
+		t.Fatalf("request after losing leadership: %v", err)
+	}
+}

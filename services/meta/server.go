@@ -1,0 +1,436 @@
+// Package meta is Stria's metadata service (MDS): it owns the namespace —
+// inodes, directory entries, attributes, xattrs, symlinks, hard links and file
+// layouts — in a Pebble store, serves it over NATS request/reply (one micro
+// endpoint per api.MetaOps entry), publishes the changelog to JetStream, and
+// destroys the stripe objects of deleted files on the OSTs.
+package meta
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/stria/stria/api"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// ServiceName is the NATS micro service name.
+const ServiceName = "stria-meta"
+
+// maxInFlight bounds the requests handled at once; more wait in NATS.
+const maxInFlight = 256
+
+// Server is one metadata server. Several may run for one file system: one
+// leads and serves, the others wait as standbys.
+type Server struct {
+	cfg  Config
+	nc   *nats.Conn
+	etcd *clientv3.Client
+	log  *slog.Logger
+
+	ready   chan struct{}
+	started atomic.Bool
+
+	st  *store
+	reg *api.OSTRegistry
+	ost *api.OSTClient
+	rr  atomic.Uint32 // rotating first stripe for offset -1
+
+	// Request gate: closing refuses new requests; handlers tracks the
+	// running ones so the store is closed only after they end. Lock order:
+	// gate is held only around the closing check, never with store.mu.
+	gate     sync.RWMutex
+	closing  bool
+	handlers sync.WaitGroup
+	sem      chan struct{}
+
+	wakePublisher chan struct{}
+	wakeDestroyer chan struct{}
+	fatal         chan error
+
+	stats map[string]*opStats
+
+	// Test hooks.
+	fs          vfs.FS // Pebble file system; nil is the OS
+	noPublisher bool   // leave the changelog outbox unpublished
+}
+
+// New checks the configuration and returns a server; Run starts it.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if deps.NATS == nil || deps.Etcd == nil {
+		return nil, errors.New("meta: NATS and etcd connections are required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		cfg:           cfg,
+		nc:            deps.NATS,
+		etcd:          deps.Etcd,
+		log:           log.With("component", "meta", "fsname", cfg.FSName),
+		ready:         make(chan struct{}),
+		sem:           make(chan struct{}, maxInFlight),
+		wakePublisher: make(chan struct{}, 1),
+		wakeDestroyer: make(chan struct{}, 1),
+		fatal:         make(chan error, 1),
+		stats:         newOpStats(),
+	}, nil
+}
+
+func newOpStats() map[string]*opStats {
+	m := make(map[string]*opStats, len(api.MetaOps))
+	for _, op := range api.MetaOps {
+		m[op] = &opStats{}
+	}
+	return m
+}
+
+// Ready is closed once the server leads and serves requests.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Run opens the store, waits to be elected leader, then serves until ctx
+// ends, leadership is lost or the store fails. It returns after every
+// goroutine it started has ended; a clean shutdown returns nil.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("meta: Run called twice")
+	}
+	st, err := openStore(s.cfg.DataDir, s.fs, s.log)
+	if err != nil {
+		return fmt.Errorf("meta: %w", err)
+	}
+	defer func() {
+		if err := st.close(); err != nil {
+			s.log.Warn("closing metadata store", "err", err)
+		}
+	}()
+	st.onFail = func(err error) {
+		select {
+		case s.fatal <- err:
+		default:
+		}
+	}
+	s.st = st
+
+	ttl := int((s.cfg.LeaseTTL + time.Second - 1) / time.Second)
+	sess, err := concurrency.NewSession(s.etcd, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("meta: etcd session: %w", err)
+	}
+	defer sess.Close()
+	election := concurrency.NewElection(sess, api.MetaLeaderPrefix(s.cfg.FSName))
+	host, _ := os.Hostname()
+	s.log.Info("campaigning for leadership", "fsid", st.fsid)
+	if err := election.Campaign(ctx, fmt.Sprintf("%s/%d/%s", host, os.Getpid(), st.fsid)); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("meta: campaigning for leadership: %w", err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := election.Resign(rctx); err != nil {
+			s.log.Warn("resigning leadership", "err", err)
+		}
+	}()
+	s.log.Info("elected leader")
+
+	s.reg = api.NewOSTRegistry(s.etcd, s.cfg.FSName, s.log)
+	s.ost = api.NewOSTClient(s.cfg.OSTTimeout)
+	defer s.ost.Close()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait
+	wg.Go(func() { s.reg.Run(runCtx) })
+	select {
+	case <-s.reg.Ready():
+	case <-ctx.Done():
+		return nil
+	}
+	if !s.noPublisher {
+		wg.Go(func() { s.runPublisher(runCtx) })
+	}
+	wg.Go(func() { s.runDestroyer(runCtx) })
+
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:         ServiceName,
+		Version:      "0.1.0",
+		Description:  "Stria metadata service for file system " + s.cfg.FSName,
+		Metadata:     map[string]string{"fsname": s.cfg.FSName, "fsid": st.fsid},
+		StatsHandler: s.statsData,
+	})
+	if err != nil {
+		return fmt.Errorf("meta: starting NATS service: %w", err)
+	}
+	// stopServing stops taking requests and waits for those running.
+	stopServing := func() {
+		if err := svc.Stop(); err != nil {
+			s.log.Warn("stopping NATS service", "err", err)
+		}
+		s.gate.Lock()
+		s.closing = true
+		s.gate.Unlock()
+		s.handlers.Wait()
+	}
+	ops := s.ops()
+	for _, op := range api.MetaOps {
+		fn, ok := ops[op]
+		if !ok {
+			stopServing()
+			return fmt.Errorf("meta: no handler for operation %q", op)
+		}
+		if err := svc.AddEndpoint(op, s.endpoint(runCtx, op, fn), micro.WithEndpointSubject(api.MetaSubject(s.cfg.FSName, op))); err != nil {
+			stopServing()
+			return fmt.Errorf("meta: adding endpoint %s: %w", op, err)
+		}
+	}
+	close(s.ready)
+	s.log.Info("serving", "inodes", st.inodes.Load())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-sess.Done():
+		runErr = errors.New("meta: lost leadership: etcd session ended")
+	case err := <-s.fatal:
+		runErr = fmt.Errorf("meta: %w", err)
+	}
+	if ctx.Err() != nil && s.st.failed.Load() == nil {
+		runErr = nil // asked to stop: the session ends with ctx too
+	}
+	stopServing()
+	s.log.Info("stopped", "err", runErr)
+	return runErr
+}
+
+// opFunc serves one decoded operation; it returns the reply value.
+type opFunc func(ctx context.Context, data []byte) (any, error)
+
+// handle adapts a typed handler: strict decoding, then fn.
+func handle[Req any, Resp any](fn func(context.Context, *Req) (Resp, error)) opFunc {
+	return func(ctx context.Context, data []byte) (any, error) {
+		var r Req
+		if len(data) == 0 {
+			data = []byte("{}")
+		}
+		if err := api.Decode(data, &r); err != nil {
+			return nil, err
+		}
+		return fn(ctx, &r)
+	}
+}
+
+func (s *Server) ops() map[string]opFunc {
+	return map[string]opFunc{
+		api.OpLookup:        handle(s.lookup),
+		api.OpGetAttr:       handle(s.getattr),
+		api.OpSetAttr:       handle(s.setattr),
+		api.OpCreate:        handle(s.create),
+		api.OpLink:          handle(s.link),
+		api.OpUnlink:        handle(s.unlink),
+		api.OpRename:        handle(s.rename),
+		api.OpReadDir:       handle(s.readdir),
+		api.OpReadlink:      handle(s.readlink),
+		api.OpGetXattr:      handle(s.getxattr),
+		api.OpSetXattr:      handle(s.setxattr),
+		api.OpListXattr:     handle(s.listxattr),
+		api.OpRemoveXattr:   handle(s.removexattr),
+		api.OpGetLayout:     handle(s.getlayout),
+		api.OpSetLayout:     handle(s.setlayout),
+		api.OpUpdateSize:    handle(s.updatesize),
+		api.OpSync:          handle(s.sync),
+		api.OpStatFS:        handle(s.statfs),
+		api.OpReleaseOrphan: handle(s.releaseOrphan),
+	}
+}
+
+// endpoint returns the micro handler of one operation. NATS delivers one
+// subscription's messages one at a time, so each request runs on its own
+// goroutine (at most maxInFlight): concurrent mutations are what group
+// commit folds into shared fsyncs.
+func (s *Server) endpoint(ctx context.Context, op string, fn opFunc) micro.HandlerFunc {
+	return func(req micro.Request) {
+		s.gate.RLock()
+		if s.closing {
+			s.gate.RUnlock()
+			s.replyError(req, op, api.Errorf(api.CodeUnavailable, "metadata service is shutting down"))
+			return
+		}
+		s.handlers.Add(1)
+		s.gate.RUnlock()
+		s.sem <- struct{}{}
+		go func() {
+			defer func() {
+				<-s.sem
+				s.handlers.Done()
+			}()
+			s.serve(ctx, req, op, fn)
+		}()
+	}
+}
+
+// Replies are published on the request's reply subject directly rather than
+// through micro.Request: micro reads its request state for its statistics as
+// soon as the handler returns, which here is before the reply is sent. The
+// error headers are micro's own, so clients see no difference; per-operation
+// counts and errors are in the stats' data (opStats).
+
+func (s *Server) serve(ctx context.Context, req micro.Request, op string, fn opFunc) {
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("request handler panicked", "op", op, "panic", p)
+			s.replyError(req, op, api.Errorf(api.CodeInternal, "internal error in %s", op))
+		}
+		s.stats[op].observe(time.Since(start))
+	}()
+	resp, err := fn(ctx, req.Data())
+	if err != nil {
+		s.replyError(req, op, err)
+		return
+	}
+	data, ok := resp.(json.RawMessage)
+	if !ok {
+		data, err = json.Marshal(resp)
+	}
+	if err != nil {
+		s.replyError(req, op, api.Errorf(api.CodeInternal, "encoding %s reply: %v", op, err))
+		return
+	}
+	s.reply(req, op, &nats.Msg{Data: data})
+}
+
+func (s *Server) reply(req micro.Request, op string, m *nats.Msg) {
+	if req.Reply() == "" {
+		return // nobody waits
+	}
+	m.Subject = req.Reply()
+	if err := s.nc.PublishMsg(m); err != nil {
+		s.log.Warn("sending reply", "op", op, "err", err)
+	}
+}
+
+func (s *Server) replyError(req micro.Request, op string, err error) {
+	e := api.AsError(err)
+	code := e.Code
+	if code == api.CodeOK {
+		code = api.CodeInternal
+	}
+	msg := sanitize(e.Msg)
+	if msg == "" {
+		msg = string(code)
+	}
+	switch code {
+	case api.CodeInternal, api.CodeIO, api.CodeCorrupt:
+		s.log.Error("request failed", "op", op, "code", code, "err", msg)
+	default:
+		s.log.Debug("request refused", "op", op, "code", code, "err", msg)
+	}
+	if st := s.stats[op]; st != nil {
+		st.errors.Add(1)
+		st.lastError.Store(&msg)
+	}
+	s.reply(req, op, &nats.Msg{Header: nats.Header{
+		micro.ErrorHeader:     []string{msg},
+		micro.ErrorCodeHeader: []string{string(code)},
+	}})
+}
+
+// opStats counts one operation's requests as handled (micro's own counts
+// see only the hand-off to a goroutine).
+type opStats struct {
+	requests  atomic.Uint64
+	errors    atomic.Uint64
+	nanos     atomic.Int64
+	lastError atomic.Pointer[string]
+}
+
+func (o *opStats) observe(d time.Duration) {
+	if o != nil {
+		o.requests.Add(1)
+		o.nanos.Add(int64(d))
+	}
+}
+
+// statsData is an endpoint's stats data.
+func (s *Server) statsData(e *micro.Endpoint) any {
+	o := s.stats[e.Name]
+	if o == nil {
+		return nil
+	}
+	n := o.requests.Load()
+	out := map[string]any{"requests": n, "errors": o.errors.Load(), "processing_time": time.Duration(o.nanos.Load())}
+	if n > 0 {
+		out["average_processing_time"] = time.Duration(o.nanos.Load() / int64(n))
+	}
+	if p := o.lastError.Load(); p != nil {
+		out["last_error"] = *p
+	}
+	return out
+}
+
+// sanitize makes an error text safe for a NATS header value.
+func sanitize(msg string) string {
+	msg = strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' || r == 0 {
+			return ' '
+		}
+		return r
+	}, msg)
+	if len(msg) > 1024 {
+		msg = msg[:1024]
+	}
+	return msg
+}
+
+func (s *Server) wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// mutate runs one namespace change and wakes the background workers that
+// depend on durable state.
+func (s *Server) mutate(fn func(t *txn) error) error {
+	var queued, logged bool
+	err := s.st.mutate(func(t *txn) error {
+		if err := fn(t); err != nil {
+			return err
+		}
+		queued, logged = t.queued, t.changes > 0
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if logged {
+		s.wake(s.wakePublisher)
+	}
+	if queued {
+		s.wake(s.wakeDestroyer)
+	}
+	return nil
+}

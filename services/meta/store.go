@@ -1,0 +1,477 @@
+package meta
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stria/stria/api"
+)
+
+// store is the namespace on Pebble.
+//
+// Group commit: every mutation runs its read-check-write phase under mu,
+// builds one batch and applies it with NoSync while still holding mu, so the
+// next mutation sees it. After releasing mu it makes the WAL durable with a
+// synced empty log record: a sync of a later WAL record covers every earlier
+// one, and Pebble's log writer folds concurrent sync requests into one fsync.
+// Only then does the caller reply. Readers never take mu.
+//
+// Lock order: mu is the only lock held across store calls; nothing else is
+// acquired while holding it except Pebble's own.
+type store struct {
+	db  *pebble.DB
+	log *slog.Logger
+
+	mu      sync.Mutex
+	nextIno uint64 // guarded by mu
+	nextSeq uint64 // guarded by mu
+	inodes  atomic.Uint64
+	fsid    string
+
+	// Durability tracking. commits counts applied batches and committedSeq
+	// is the last changelog seq applied (both may not be durable yet);
+	// durableCommits and durableSeq are what a finished WAL sync covers.
+	// The publisher reads the outbox only up to durableSeq.
+	commits        atomic.Uint64
+	committedSeq   atomic.Uint64
+	durableCommits atomic.Uint64
+	durableSeq     atomic.Uint64
+
+	failed atomic.Pointer[error]
+	// onFail is called once when the store can no longer guarantee durability.
+	onFail func(error)
+
+	// Counters for tests and logs: WAL syncs requested, and replies that
+	// needed none because another sync already covered them.
+	syncCalls   atomic.Uint64
+	syncCovered atomic.Uint64
+}
+
+// openStore opens (creating if needed) the store in dir and makes sure the
+// root directory exists.
+func openStore(dir string, fs vfs.FS, log *slog.Logger) (*store, error) {
+	plog := &pebbleLogger{log: log}
+	cache := pebble.NewCache(cacheSize)
+	defer cache.Unref()
+	opts := &pebble.Options{
+		Logger:             plog,
+		FormatMajorVersion: pebble.FormatNewest,
+		Cache:              cache,
+	}
+	// Bloom filters: most point reads on a hot path look for a name that
+	// does not exist yet (create, rename targets).
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	if fs != nil {
+		opts.FS = fs
+	}
+	db, err := pebble.Open(filepath.Join(dir, "meta"), opts)
+	if err != nil {
+		return nil, fmt.Errorf("opening metadata store: %w", err)
+	}
+	s := &store{db: db, log: log}
+	plog.st.Store(s)
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *store) close() error { return s.db.Close() }
+
+func (s *store) load() error {
+	format, err := s.getMeta(keyFormat)
+	if err != nil {
+		return err
+	}
+	if format == nil {
+		return s.initialise()
+	}
+	if v := u64(format); v != storeFormat {
+		return fmt.Errorf("metadata store format %d, this build reads %d", v, storeFormat)
+	}
+	vals := map[string]*uint64{string(keyNextIno): &s.nextIno, string(keyNextSeq): &s.nextSeq}
+	for k, p := range vals {
+		v, err := s.getMeta([]byte(k))
+		if err != nil {
+			return err
+		}
+		if len(v) != 8 {
+			return api.Errorf(api.CodeCorrupt, "meta key %s missing", k)
+		}
+		*p = u64(v)
+	}
+	n, err := s.getMeta(keyInodes)
+	if err != nil {
+		return err
+	}
+	s.inodes.Store(u64(n))
+	id, err := s.getMeta(keyFSID)
+	if err != nil {
+		return err
+	}
+	s.fsid = string(id)
+	// Whatever the WAL replay brought back is on disk now: make it durable
+	// before the publisher may treat it as such.
+	if err := s.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("syncing metadata store: %w", err)
+	}
+	s.committedSeq.Store(s.nextSeq - 1)
+	s.durableSeq.Store(s.nextSeq - 1)
+	if _, err := s.getInode(s.db, api.RootIno); err != nil {
+		return fmt.Errorf("reading root inode: %w", err)
+	}
+	return nil
+}
+
+func (s *store) initialise() error {
+	var id [16]byte
+	rand.Read(id[:])
+	s.fsid = hex.EncodeToString(id[:])
+	now := time.Now().UnixNano()
+	root := &inode{
+		Attr: api.Attr{
+			Ino: api.RootIno, Mode: api.ModeDir | 0o755, Nlink: 2,
+			Size: dirSize, Atime: now, Mtime: now, Ctime: now,
+		},
+		Parent: api.RootIno,
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	b.Set(inodeKey(api.RootIno), encodeInode(root), nil)
+	b.Set(keyNextIno, putU64(api.RootIno+1), nil)
+	b.Set(keyNextSeq, putU64(1), nil)
+	b.Set(keyInodes, putU64(1), nil)
+	b.Set(keyFSID, []byte(s.fsid), nil)
+	b.Set(keyFormat, putU64(storeFormat), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("creating root: %w", err)
+	}
+	s.nextIno, s.nextSeq = api.RootIno+1, 1
+	s.inodes.Store(1)
+	s.log.Info("created a new file system", "fsid", s.fsid)
+	return nil
+}
+
+// cacheSize is Pebble's block cache.
+const cacheSize = 128 << 20
+
+// dirSize is st_size reported for directories.
+const dirSize = 4096
+
+func (s *store) getMeta(k []byte) ([]byte, error) { return get(s.db, k) }
+
+// get returns a copy of k's value, nil if absent.
+func get(r pebble.Reader, k []byte) ([]byte, error) {
+	v, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading store: %w", err)
+	}
+	out := append(make([]byte, 0, len(v)), v...)
+	closer.Close()
+	return out, nil
+}
+
+func (s *store) getInode(r pebble.Reader, ino uint64) (*inode, error) {
+	v, err := get(r, inodeKey(ino))
+	if err != nil {
+		return nil, err
+	}
+	if v == nil {
+		return nil, api.Errorf(api.CodeNotFound, "inode %d does not exist", ino)
+	}
+	return decodeInode(v)
+}
+
+func (s *store) getDent(r pebble.Reader, parent uint64, name string) (dent, bool, error) {
+	v, err := get(r, dentKey(parent, name))
+	if err != nil || v == nil {
+		return dent{}, false, err
+	}
+	d, err := decodeDent(v)
+	return d, err == nil, err
+}
+
+// syncWAL makes every mutation applied so far durable.
+func (s *store) syncWAL() error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	// What is applied now is covered by the sync below.
+	commits, seq := s.commits.Load(), s.committedSeq.Load()
+	s.syncCalls.Add(1)
+	if err := s.db.LogData(nil, pebble.Sync); err != nil {
+		err = api.Errorf(api.CodeIO, "metadata store cannot sync: %v", err)
+		s.fail(err)
+		return err
+	}
+	raise(&s.durableCommits, commits)
+	raise(&s.durableSeq, seq)
+	return nil
+}
+
+// raise sets a to max(a, v).
+func raise(a *atomic.Uint64, v uint64) {
+	for {
+		cur := a.Load()
+		if v <= cur || a.CompareAndSwap(cur, v) {
+			return
+		}
+	}
+}
+
+// waitDurable returns once the commit numbered upTo is durable.
+func (s *store) waitDurable(upTo uint64) error {
+	if s.durableCommits.Load() >= upTo {
+		s.syncCovered.Add(1)
+		if p := s.failed.Load(); p != nil {
+			return *p
+		}
+		return nil
+	}
+	return s.syncWAL()
+}
+
+func (s *store) fail(err error) {
+	if s.failed.CompareAndSwap(nil, &err) {
+		s.log.Error("metadata store failed; refusing further changes", "err", err)
+		if s.onFail != nil {
+			s.onFail(err)
+		}
+	}
+}
+
+// mutate runs fn as one atomic, durable change. fn checks every precondition
+// before it writes; if it returns an error nothing is written. mutate returns
+// only once the change is durable.
+func (s *store) mutate(fn func(t *txn) error) error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	t, err := s.apply(fn)
+	if err != nil {
+		return err
+	}
+	// Even a change that wrote nothing may have read state another
+	// mutation applied but has not yet made durable: reply after it is.
+	return s.waitDurable(t.commit)
+}
+
+// apply runs the locked phase of mutate.
+func (s *store) apply(fn func(t *txn) error) (*txn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := &txn{
+		s:       s,
+		b:       s.db.NewBatch(),
+		now:     time.Now().UnixNano(),
+		nextIno: s.nextIno,
+		nextSeq: s.nextSeq,
+		cache:   map[uint64]*inode{},
+		dirty:   map[uint64]bool{},
+	}
+	defer t.b.Close()
+	if err := fn(t); err != nil {
+		return t, err
+	}
+	if err := t.flush(); err != nil {
+		return t, err
+	}
+	if t.b.Empty() {
+		t.commit = s.commits.Load()
+		return t, nil
+	}
+	if err := s.db.Apply(t.b, pebble.NoSync); err != nil {
+		return t, fmt.Errorf("applying change: %w", err)
+	}
+	t.wrote = true
+	s.nextIno, s.nextSeq = t.nextIno, t.nextSeq
+	s.inodes.Add(uint64(t.inodeDelta))
+	s.committedSeq.Store(s.nextSeq - 1)
+	t.commit = s.commits.Add(1)
+	return t, nil
+}
+
+// txn is one mutation being built under store.mu. Reads see the committed
+// state (never the batch), so a mutation reads everything it needs before it
+// writes; inodes are cached so one inode changed twice stays consistent.
+type txn struct {
+	s          *store
+	b          *pebble.Batch
+	now        int64
+	nextIno    uint64
+	nextSeq    uint64
+	inodeDelta int64
+	cache      map[uint64]*inode
+	dirty      map[uint64]bool // true: write; false: delete
+	changes    int
+	queued     bool // objects were added to the destroy queue
+	wrote      bool
+	commit     uint64 // commit number this reply depends on
+}
+
+// get returns the inode, from this transaction's cache or the store.
+func (t *txn) get(ino uint64) (*inode, error) {
+	if ino == 0 {
+		return nil, api.Errorf(api.CodeInvalid, "inode number 0")
+	}
+	if in, ok := t.cache[ino]; ok {
+		if in == nil {
+			return nil, api.Errorf(api.CodeNotFound, "inode %d does not exist", ino)
+		}
+		return in, nil
+	}
+	in, err := t.s.getInode(t.s.db, ino)
+	if err != nil {
+		return nil, err
+	}
+	t.cache[ino] = in
+	return in, nil
+}
+
+// dir returns the inode, which must be a directory.
+func (t *txn) dir(ino uint64) (*inode, error) {
+	in, err := t.get(ino)
+	if err != nil {
+		return nil, err
+	}
+	if !in.isDir() {
+		return nil, api.Errorf(api.CodeNotDir, "inode %d is not a directory", ino)
+	}
+	return in, nil
+}
+
+func (t *txn) dent(parent uint64, name string) (dent, bool, error) {
+	return t.s.getDent(t.s.db, parent, name)
+}
+
+// put marks an inode (from get or newInode) to be written.
+func (t *txn) put(in *inode) {
+	t.cache[in.Ino] = in
+	t.dirty[in.Ino] = true
+}
+
+// newInode allocates an inode number.
+func (t *txn) newInode() *inode {
+	in := &inode{Attr: api.Attr{Ino: t.nextIno}}
+	t.nextIno++
+	t.inodeDelta++
+	return in
+}
+
+// deleteInode removes an inode and its xattrs and orphan mark.
+func (t *txn) deleteInode(in *inode) error {
+	t.cache[in.Ino] = nil
+	t.dirty[in.Ino] = false
+	t.inodeDelta--
+	t.b.Delete(orphanKey(in.Ino), nil)
+	return t.deleteXattrs(in.Ino)
+}
+
+func (t *txn) deleteXattrs(ino uint64) error {
+	p := xattrPrefix(ino)
+	it, err := t.s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return fmt.Errorf("listing xattrs: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		t.b.Delete(it.Key(), nil)
+	}
+	return it.Close()
+}
+
+func (t *txn) setDent(parent uint64, name string, d dent) {
+	t.b.Set(dentKey(parent, name), encodeDent(d), nil)
+}
+
+func (t *txn) delDent(parent uint64, name string) { t.b.Delete(dentKey(parent, name), nil) }
+
+// queueDestroy puts a layout's objects on the destroy queue.
+func (t *txn) queueDestroy(objs []api.StripeObject) {
+	for _, o := range objs {
+		t.b.Set(destroyKey(o.ObjID, o.OST), nil, nil)
+		t.queued = true
+	}
+}
+
+// unqueueDestroy takes objects (live again) off the destroy queue.
+func (t *txn) unqueueDestroy(objs []api.StripeObject) {
+	for _, o := range objs {
+		t.b.Delete(destroyKey(o.ObjID, o.OST), nil)
+	}
+}
+
+// record appends a changelog record to the outbox, in this batch.
+func (t *txn) record(r api.ChangeRecord) {
+	r.Seq = t.nextSeq
+	t.nextSeq++
+	if r.Time == 0 {
+		r.Time = t.now
+	}
+	data, _ := json.Marshal(r) // plain struct: cannot fail
+	t.b.Set(changeKey(r.Seq), data, nil)
+	t.changes++
+}
+
+// flush writes the dirty inodes and the counters into the batch.
+func (t *txn) flush() error {
+	for ino, write := range t.dirty {
+		if write {
+			t.b.Set(inodeKey(ino), encodeInode(t.cache[ino]), nil)
+		} else {
+			t.b.Delete(inodeKey(ino), nil)
+		}
+	}
+	if t.b.Empty() {
+		return nil
+	}
+	if t.nextIno != t.s.nextIno {
+		t.b.Set(keyNextIno, putU64(t.nextIno), nil)
+	}
+	if t.nextSeq != t.s.nextSeq {
+		t.b.Set(keyNextSeq, putU64(t.nextSeq), nil)
+	}
+	if t.inodeDelta != 0 {
+		t.b.Set(keyInodes, putU64(uint64(int64(t.s.inodes.Load())+t.inodeDelta)), nil)
+	}
+	return nil
+}
+
+// pebbleLogger sends Pebble's log to slog. Pebble calls Fatalf only when it
+// cannot continue (a failed commit leaves its pipeline unusable); it panics
+// rather than exit, with the reason logged first.
+type pebbleLogger struct {
+	log *slog.Logger
+	st  atomic.Pointer[store]
+}
+
+func (l *pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "src", "pebble")
+}
+
+func (l *pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "src", "pebble")
+}
+
+func (l *pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	l.log.Error(msg, "src", "pebble", "fatal", true)
+	if s := l.st.Load(); s != nil {
+		s.fail(api.Errorf(api.CodeIO, "metadata store: %s", msg))
+	}
+	panic("pebble: " + msg)
+}
