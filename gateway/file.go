@@ -234,14 +234,15 @@ func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 	n.opens--
 	last := n.opens == 0
 	orphan := last && n.orphan
+	if orphan {
+		n.orphan = false
+	}
 	n.mu.Unlock()
 	if last {
 		n.gw.untrackWritten(n)
 	}
 	if orphan {
-		if rerr := n.gw.metaCall(ctx, api.OpReleaseOrphan, api.InoReq{Ino: n.ino()}, nil); rerr != nil {
-			n.gw.log.Warn("releasing unlinked file", "ino", n.ino(), "err", rerr)
-		}
+		n.releaseOrphan(ctx)
 	}
 	return toErrno(err)
 }

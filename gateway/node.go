@@ -364,7 +364,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return toErrno(err)
 	}
 	if open != nil && r.Nlink == 0 {
-		open.markOrphan(r.Ino)
+		open.markOrphan(ctx, r.Ino)
 	}
 	return 0
 }
@@ -391,16 +391,32 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return toErrno(err)
 	}
 	if open != nil && r.Replaced != 0 && r.ReplacedNlink == 0 {
-		open.markOrphan(r.Replaced)
+		open.markOrphan(ctx, r.Replaced)
 	}
 	return 0
 }
 
-func (n *node) markOrphan(ino uint64) {
+// markOrphan records that meta keeps this open file's inode (its last name
+// is gone) until this mount releases it. If the file was closed while the
+// unlink was on its way, the release happens now: decided under mu, so
+// Release and this never both miss it.
+func (n *node) markOrphan(ctx context.Context, ino uint64) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ino() == ino {
-		n.orphan = true
+	if n.ino() != ino {
+		n.mu.Unlock()
+		return
+	}
+	closed := n.opens == 0
+	n.orphan = !closed
+	n.mu.Unlock()
+	if closed {
+		n.releaseOrphan(ctx)
+	}
+}
+
+func (n *node) releaseOrphan(ctx context.Context) {
+	if err := n.gw.metaCall(ctx, api.OpReleaseOrphan, api.InoReq{Ino: n.ino()}, nil); err != nil {
+		n.gw.log.Warn("releasing unlinked file", "ino", n.ino(), "err", err)
 	}
 }
 

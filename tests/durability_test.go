@@ -171,7 +171,7 @@ func TestFullOSTGivesENOSPC(t *testing.T) {
 		t.Fatalf("mounting tmpfs: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(ostDir, unix.MNT_DETACH) })
-	c := startUp(t, data, 1)
+	c := startUp(t, data, 1, "--log-level", "info")
 
 	f, err := os.Create(c.path("fill"))
 	if err != nil {

@@ -284,9 +284,18 @@ func TestPOSIX(t *testing.T) {
 		}
 		os.Mkdir(filepath.Join(d, "full"), 0o755)
 		mustWrite(t, filepath.Join(d, "full", "x"), nil)
-		errnoIs(t, "dir over non-empty dir", os.Rename(filepath.Join(b, "sub"), filepath.Join(d, "full")), syscall.ENOTEMPTY)
-		errnoIs(t, "file over dir", os.Rename(filepath.Join(b, "g"), filepath.Join(d, "full")), syscall.EISDIR)
-		errnoIs(t, "dir over file", os.Rename(filepath.Join(b, "sub"), filepath.Join(d, "full", "x")), syscall.ENOTDIR)
+		// syscall.Rename: os.Rename refuses any existing directory target
+		// itself, before the file system is asked.
+		errnoIs(t, "dir over non-empty dir", syscall.Rename(filepath.Join(b, "sub"), filepath.Join(d, "full")), syscall.ENOTEMPTY)
+		errnoIs(t, "file over dir", syscall.Rename(filepath.Join(b, "g"), filepath.Join(d, "full")), syscall.EISDIR)
+		errnoIs(t, "dir over file", syscall.Rename(filepath.Join(b, "sub"), filepath.Join(d, "full", "x")), syscall.ENOTDIR)
+		os.Mkdir(filepath.Join(d, "empty"), 0o755)
+		if err := syscall.Rename(filepath.Join(b, "sub"), filepath.Join(d, "empty")); err != nil {
+			t.Fatalf("dir over empty dir: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(d, "empty", "deeper")); err != nil {
+			t.Fatalf("replaced dir lost its contents: %v", err)
+		}
 	})
 
 	t.Run("LinksAndSymlinks", func(t *testing.T) {
