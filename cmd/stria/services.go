@@ -135,6 +135,7 @@ func addGatewayFlags(fs *flag.FlagSet, cfg *gateway.Config) {
 	fs.DurationVar(&cfg.AttrTimeout, "attr-timeout", cfg.AttrTimeout, "how long the kernel caches attributes")
 	fs.DurationVar(&cfg.OSTTimeout, "ost-timeout", cfg.OSTTimeout, "bound on one OST request (then EIO)")
 	fs.DurationVar(&cfg.MetaTimeout, "meta-timeout", cfg.MetaTimeout, "bound on one metadata request (then EIO)")
+	fs.IntVar(&cfg.ReadAheadKB, "read-ahead-kb", cfg.ReadAheadKB, "kernel read-ahead window for the mount, KiB (0: leave the kernel's)")
 	fs.BoolVar(&cfg.Debug, "fuse-debug", cfg.Debug, "log every FUSE request")
 }
 

@@ -31,6 +31,7 @@ func runUp(ctx context.Context, args []string) error {
 		osts     = fs.Int("osts", 4, "number of OSTs")
 		natsPort = fs.Int("nats-port", 0, "NATS client port on 127.0.0.1 (0: any free port)")
 		logLevel = fs.String("log-level", "warn", "debug, info, warn or error")
+		pprof    = fs.String("pprof", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	)
 	gwCfg := gateway.NewConfig()
 	addGatewayFlags(fs, &gwCfg)
@@ -54,6 +55,9 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+		return err
+	}
+	if err := servePprof(ctx, *pprof, log); err != nil {
 		return err
 	}
 	if st, err := os.Stat(*mnt); err != nil || !st.IsDir() {
