@@ -46,8 +46,8 @@ type Config struct {
 	// NATSURL is shown to admin tools through the stria.nats xattr.
 	NATSURL string `json:"nats"`
 	// ReadAheadKB is the kernel's read-ahead window for the mount.
-	ReadAheadKB int `json:"read-ahead-kb"`
-	Debug   bool   `json:"debug"`
+	ReadAheadKB int  `json:"read-ahead-kb"`
+	Debug       bool `json:"debug"`
 }
 
 // NewConfig returns the defaults.

@@ -956,3 +956,58 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("New without etcd succeeded")
 	}
 }
+
+// TestAllocate: fallocate reserves space; without keep-size it grows the
+// object with holes that read as zeros, next to data that keeps its bytes;
+// a request larger than the disk fails with no_space and changes nothing.
+func TestAllocate(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs as the data directory")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("cannot mount tmpfs (%v)", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	cli := startEtcd(t)
+	cfg := testConfig(t, "allocate")
+	cfg.DataDir = filepath.Join(dir, "ost")
+	o := startOST(t, cli, cfg, nil)
+	c := newClient(t)
+	ctx := t.Context()
+	addr := o.Addr()
+
+	const obj = 0x9
+	head := pattern(1, 1000)
+	if err := c.Write(ctx, addr, obj, 0, head, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Allocate(ctx, addr, obj, 0, 1<<20, true); err != nil {
+		t.Fatalf("keep-size allocate: %v", err)
+	}
+	if size, err := c.Stat(ctx, addr, obj); err != nil || size != 1000 {
+		t.Fatalf("keep-size allocate changed the size: %d %v", size, err)
+	}
+	if err := c.Allocate(ctx, addr, obj, 500, 300_000, false); err != nil {
+		t.Fatalf("allocate: %v", err)
+	}
+	if size, err := c.Stat(ctx, addr, obj); err != nil || size != 300_500 {
+		t.Fatalf("size after allocate %d %v, want 300500", size, err)
+	}
+	got := make([]byte, 300_500)
+	n, err := c.Read(ctx, addr, obj, 0, got)
+	if err != nil || n != len(got) {
+		t.Fatalf("read %d %v", n, err)
+	}
+	want := make([]byte, len(got))
+	copy(want, head)
+	if !bytes.Equal(got, want) {
+		t.Fatal("allocated range does not read as the data then zeros")
+	}
+	if err := c.Allocate(ctx, addr, obj, 0, 64<<20, false); api.CodeOf(err) != api.CodeNoSpace {
+		t.Fatalf("allocating past the disk: %v, want no_space", err)
+	}
+	if size, _ := c.Stat(ctx, addr, obj); size != 300_500 {
+		t.Fatalf("failed allocate changed the size to %d", size)
+	}
+}

@@ -654,16 +654,7 @@ func (s *store) punch(ctx context.Context, obj uint64, size int64) error {
 	case size == old:
 		return nil
 	case size > old:
-		// The block holding the old end keeps its checksum (bytes past the
-		// end already counted as zeros); new blocks are holes. Drop any
-		// stale slot past the old end first.
-		if err := h.crc.Truncate(slotOffset(blocksFor(old))); err != nil {
-			return fmt.Errorf("truncate checksums of object %016x: %w", obj, err)
-		}
-		if err := h.data.Truncate(size); err != nil {
-			return fmt.Errorf("extend object %016x: %w", obj, err)
-		}
-		return nil
+		return extend(h, obj, old, size)
 	}
 	b, within := size/BlockSize, size%BlockSize
 	var slot [slotSize]byte
@@ -723,10 +714,18 @@ func (s *store) allocate(ctx context.Context, obj uint64, off, n int64, keepSize
 	if err != nil || off+n <= old {
 		return err
 	}
+	return extend(h, obj, old, off+n)
+}
+
+// extend grows an object from old to size bytes with the object's lock
+// held. The block holding the old end keeps its checksum (bytes past the
+// end already counted as zeros); new blocks are holes. Any stale slot past
+// the old end is dropped first.
+func extend(h *handle, obj uint64, old, size int64) error {
 	if err := h.crc.Truncate(slotOffset(blocksFor(old))); err != nil {
 		return fmt.Errorf("truncate checksums of object %016x: %w", obj, err)
 	}
-	if err := h.data.Truncate(off + n); err != nil {
+	if err := h.data.Truncate(size); err != nil {
 		return fmt.Errorf("extend object %016x: %w", obj, err)
 	}
 	return nil
