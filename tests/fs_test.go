@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -543,6 +544,38 @@ func TestPOSIX(t *testing.T) {
 		mustWrite(t, p, []byte("data"))
 		if out, err := stria(t, "setstripe", "-c", "2", p); err == nil {
 			t.Fatalf("setstripe on a file with data succeeded:\n%s", out)
+		}
+	})
+
+	t.Run("BenchCommand", func(t *testing.T) {
+		d := dir(t)
+		out, err := stria(t, "bench", "--big-file-size", "8M", "--small-files", "20", "--small-file-size", "4K", "--threads", "2", "--json", d)
+		if err != nil {
+			t.Fatalf("stria bench: %v\n%s", err, out)
+		}
+		var report struct {
+			Results []struct {
+				Item  string  `json:"item"`
+				Value float64 `json:"value"`
+			} `json:"results"`
+		}
+		if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &report); err != nil {
+			t.Fatalf("bench JSON: %v\n%s", err, out)
+		}
+		want := []string{"Write big file", "Read big file", "Write small file", "Read small file", "Stat file"}
+		if len(report.Results) != len(want) {
+			t.Fatalf("bench results %+v", report.Results)
+		}
+		for i, r := range report.Results {
+			if r.Item != want[i] || !(r.Value > 0) {
+				t.Fatalf("result %d: %+v, want %s with a positive value", i, r, want[i])
+			}
+		}
+		if left, _ := os.ReadDir(d); len(left) != 0 {
+			t.Fatalf("bench left %d entries behind", len(left))
+		}
+		if out, err := stria(t, "bench", "--threads", "0", d); err == nil {
+			t.Fatalf("--threads 0 accepted:\n%s", out)
 		}
 	})
 

@@ -25,6 +25,7 @@ Admin verbs (on a path inside a mount):
   stria setstripe -c COUNT -S SIZE [-i START_OST] PATH
   stria getstripe PATH
   stria df [-h] [PATH]
+  stria bench [--big-file-size 1G] [--small-files 100] [--threads N] [--json] PATH
 
 Every service flag can also be given as STRIA_<NAME> in the environment
 (e.g. STRIA_NATS, STRIA_ETCD); a flag wins over the environment.
@@ -44,6 +45,7 @@ func main() {
 		"setstripe": runSetstripe,
 		"getstripe": runGetstripe,
 		"df":        runDF,
+		"bench":     runBench,
 	}
 	cmd, ok := commands[verb]
 	if !ok {

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"strings"
+	"testing"
+
+	"github.com/stria/stria/api"
+)
+
+func TestParseSize(t *testing.T) {
+	cases := []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{"65536", 65536, true},
+		{"64K", 64 << 10, true},
+		{"1m", 1 << 20, true},
+		{"4G", 4 << 30, true},
+		{" 2M ", 2 << 20, true},
+		{"0", 0, false},
+		{"", 0, false},
+		{"-1M", 0, false},
+		{"1.5M", 0, false},
+		{"lots", 0, false},
+		{"2048G", 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := parseSize(tc.in)
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Fatalf("parseSize(%q) = %d, %v; want %d ok=%v", tc.in, got, err, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+// Flags win over the environment, which wins over defaults.
+func TestApplyEnvPrecedence(t *testing.T) {
+	t.Setenv("STRIA_NATS", "nats://env:4222")
+	t.Setenv("STRIA_LEASE_TTL", "7s")
+	t.Setenv("STRIA_DATA_DIR", "/from/env")
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	nats := fs.String("nats", "nats://default:4222", "")
+	ttl := fs.Duration("lease-ttl", 0, "")
+	data := fs.String("data-dir", "", "")
+	if err := parse(fs, []string{"--data-dir", "/from/flag"}); err != nil {
+		t.Fatal(err)
+	}
+	if *nats != "nats://env:4222" || ttl.String() != "7s" || *data != "/from/flag" {
+		t.Fatalf("got nats=%s ttl=%v data=%s", *nats, *ttl, *data)
+	}
+	t.Setenv("STRIA_LEASE_TTL", "soon")
+	fs = flag.NewFlagSet("y", flag.ContinueOnError)
+	fs.Duration("lease-ttl", 0, "")
+	if err := parse(fs, nil); err == nil || !strings.Contains(err.Error(), "STRIA_LEASE_TTL") {
+		t.Fatalf("a bad environment value must name the variable: %v", err)
+	}
+}
+
+func TestPrintDF(t *testing.T) {
+	r := api.StatFSResp{
+		Inodes: 10, MaxInodes: 1000, MetaTotal: 1 << 30, MetaFree: 1 << 29, MetaAvail: 1 << 29,
+		OSTs: []api.OSTStat{
+			{Index: 0, Up: true, Total: 4 << 30, Free: 3 << 30, Avail: 3 << 30},
+			{Index: 1, Up: false, Error: "not registered"},
+		},
+	}
+	var out bytes.Buffer
+	printDF(&out, "/mnt/stria", "lab", r, true)
+	s := out.String()
+	for _, want := range []string{"lab-MDT0000_UUID", "lab-OST0000_UUID", "lab-OST0001_UUID", "unavailable: not registered", "filesystem_summary:", "4.0G", "25%"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("df output lacks %q:\n%s", want, s)
+		}
+	}
+}
