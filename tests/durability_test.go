@@ -94,7 +94,11 @@ func TestFsyncSurvivesKill9(t *testing.T) {
 	delete(files, c.path("d", "f0"))
 
 	c.crash()
-	c.up()
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(c.mnt, &sfs); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("after kill -9 the mount should be dead (ENOTCONN), got %v", err)
+	}
+	c.up() // clears the dead mount itself
 
 	for name, want := range files {
 		sameBytes(t, name+" after kill -9", mustRead(t, name), want)

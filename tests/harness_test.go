@@ -215,11 +215,11 @@ func (c *upCluster) restart() {
 	c.up()
 }
 
-// crash kills stria up with SIGKILL and detaches the dead mount.
+// crash kills stria up with SIGKILL, leaving its dead mount behind for
+// the next stria up to clear, as after a real crash.
 func (c *upCluster) crash() {
 	c.p.kill()
 	c.p = nil
-	detach(c.mnt)
 }
 
 func (c *upCluster) path(parts ...string) string {

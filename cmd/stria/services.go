@@ -121,6 +121,9 @@ func runMount(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeAll()
+	if err := checkMountpoint(cfg.Mountpoint, log); err != nil {
+		return err
+	}
 	gw, err := gateway.New(cfg, gateway.Deps{NATS: nc, Etcd: cli, Logger: log})
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -60,8 +61,8 @@ func runUp(ctx context.Context, args []string) error {
 	if err := servePprof(ctx, *pprof, log); err != nil {
 		return err
 	}
-	if st, err := os.Stat(*mnt); err != nil || !st.IsDir() {
-		return fmt.Errorf("mount point %s is not a directory", *mnt)
+	if err := checkMountpoint(*mnt, log); err != nil {
+		return err
 	}
 	unlock, err := lockDir(*dataDir)
 	if err != nil {
@@ -190,4 +191,24 @@ func lockDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("state directory %s is in use by another stria process", dir)
 	}
 	return func() { f.Close() }, nil
+}
+
+// checkMountpoint makes sure mnt is a directory a mount can go on. A dead
+// FUSE mount left by a killed stria ("transport endpoint is not connected")
+// is detached first, so a restart after kill -9 just works.
+func checkMountpoint(mnt string, log *slog.Logger) error {
+	// statfs always reaches the file system (stat may be answered from
+	// the kernel's attribute cache).
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &sfs); errors.Is(err, syscall.ENOTCONN) {
+		log.Warn("detaching the dead mount of an earlier stria", "mount", mnt)
+		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+			return fmt.Errorf("mount point %s holds a dead mount that cannot be detached: %w", mnt, err)
+		}
+	}
+	st, err := os.Stat(mnt)
+	if err != nil || !st.IsDir() {
+		return fmt.Errorf("mount point %s is not a directory", mnt)
+	}
+	return nil
 }
