@@ -51,7 +51,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		}
 		var r api.ReadDirResp
 		if err := d.n.gw.metaCall(ctx, api.OpReadDir, api.ReadDirReq{Ino: d.n.ino(), After: d.after, Limit: readDirPage}, &r); err != nil {
-			return nil, toErrno(err)
+			return nil, d.n.gw.errno("readdirent", err)
 		}
 		d.page, d.next, d.more = r.Entries, 0, r.More
 		if len(d.page) == 0 {

@@ -24,15 +24,15 @@ func (n *node) opened() {
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if n.isReg() {
 		if _, err := n.getLayout(ctx); err != nil {
-			return nil, 0, toErrno(err)
+			return nil, 0, n.gw.errno("open", err)
 		}
 		// Close-to-open at the least: see the size others flushed.
 		if err := n.refreshIfStale(ctx); err != nil {
-			return nil, 0, toErrno(err)
+			return nil, 0, n.gw.errno("open", err)
 		}
 		if flags&syscall.O_TRUNC != 0 {
 			if err := n.truncate(ctx, 0); err != nil {
-				return nil, 0, toErrno(err)
+				return nil, 0, n.gw.errno("open", err)
 			}
 		}
 	}
@@ -58,7 +58,7 @@ func (n *node) refreshIfStale(ctx context.Context) error {
 func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	l, err := n.getLayout(ctx)
 	if err != nil {
-		return nil, toErrno(err)
+		return nil, n.gw.errno("read", err)
 	}
 	n.mu.Lock()
 	size := int64(n.attr.Size)
@@ -68,10 +68,10 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 	}
 	dest = dest[:min(int64(len(dest)), size-off)]
 	if err := n.waitWrites(&extent{off, off + int64(len(dest))}); err != nil {
-		return nil, toErrno(err)
+		return nil, n.gw.errno("read", err)
 	}
 	if err := n.gw.readExtent(ctx, l, off, dest); err != nil {
-		return nil, toErrno(err)
+		return nil, n.gw.errno("read", err)
 	}
 	return fuse.ReadResultData(dest), 0
 }
@@ -79,7 +79,7 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	l, err := n.getLayout(ctx)
 	if err != nil {
-		return 0, toErrno(err)
+		return 0, n.gw.errno("write", err)
 	}
 	if off < 0 || off+int64(len(data)) > 1<<60 {
 		return 0, syscall.EFBIG
@@ -87,7 +87,7 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	ext := extent{off, off + int64(len(data))}
 	// Back-pressure: at most maxWriteBehind bytes in flight per mount.
 	if err := n.gw.writeSlots.Acquire(context.WithoutCancel(ctx), int64(len(data))); err != nil {
-		return 0, toErrno(err)
+		return 0, n.gw.errno("write", err)
 	}
 	n.mu.Lock()
 	// Overlapping writes reach the OSTs in order: wait for any in flight.
@@ -97,7 +97,7 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	if err := n.takeWriteErrLocked(); err != nil {
 		n.mu.Unlock()
 		n.gw.writeSlots.Release(int64(len(data)))
-		return 0, toErrno(err)
+		return 0, n.gw.errno("write", err)
 	}
 	n.inflight = append(n.inflight, ext)
 	if uint64(ext.end) > n.attr.Size {
@@ -186,7 +186,7 @@ func (n *node) flushSize(ctx context.Context) error {
 
 // Flush runs at every close(2): the size becomes visible through meta.
 func (n *node) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
-	return toErrno(n.flushSize(ctx))
+	return n.gw.errno("flush", n.flushSize(ctx))
 }
 
 // Fsync makes written stripes durable on their OSTs, then the size and
@@ -195,10 +195,10 @@ func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 	if n.isReg() {
 		l, err := n.getLayout(ctx)
 		if err != nil {
-			return toErrno(err)
+			return n.gw.errno("fsync", err)
 		}
 		if err := n.waitWrites(nil); err != nil {
-			return toErrno(err)
+			return n.gw.errno("fsync", err)
 		}
 		n.mu.Lock()
 		stripes := make([]int, 0, len(n.touched))
@@ -217,13 +217,13 @@ func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 				n.touched[s] = true
 			}
 			n.mu.Unlock()
-			return toErrno(err)
+			return n.gw.errno("fsync", err)
 		}
 		if err := n.flushSize(ctx); err != nil {
-			return toErrno(err)
+			return n.gw.errno("fsync", err)
 		}
 	}
-	return toErrno(n.gw.metaCall(ctx, api.OpSync, api.Empty{}, nil))
+	return n.gw.errno("fsync", n.gw.metaCall(ctx, api.OpSync, api.Empty{}, nil))
 }
 
 func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
@@ -244,7 +244,7 @@ func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 	if orphan {
 		n.releaseOrphan(ctx)
 	}
-	return toErrno(err)
+	return n.gw.errno("release", err)
 }
 
 var _ fs.NodeAllocater = (*node)(nil)

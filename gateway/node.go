@@ -137,11 +137,11 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		return nil, syscall.ENOENT // no such name can be created
 	}
 	if err := api.ValidName(name); err != nil {
-		return nil, toErrno(err)
+		return nil, n.gw.errno("lookup", err)
 	}
 	var r api.EntryResp
 	if err := n.gw.metaCall(ctx, api.OpLookup, api.LookupReq{Parent: n.ino(), Name: name}, &r); err != nil {
-		return nil, toErrno(err)
+		return nil, n.gw.errno("lookup", err)
 	}
 	return n.newChild(ctx, r, out), 0
 }
@@ -169,7 +169,7 @@ func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if size, ok := in.GetSize(); ok {
 		if err := n.truncate(ctx, size); err != nil {
-			return toErrno(err)
+			return n.gw.errno("setattr", err)
 		}
 	}
 	req := api.SetAttrReq{Ino: n.ino()}
@@ -204,11 +204,11 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	var r api.AttrResp
 	if req.Valid != 0 {
 		if err := n.gw.metaCall(ctx, api.OpSetAttr, req, &r); err != nil {
-			return toErrno(err)
+			return n.gw.errno("setattr", err)
 		}
 		n.refresh(r.Attr, nil)
 	} else if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
-		return toErrno(err)
+		return n.gw.errno("setattr", err)
 	}
 	n.gw.fillAttr(r.Attr, &out.Attr)
 	return 0
@@ -290,7 +290,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	ch := inode.Operations().(*node)
 	if !r.Created && flags&syscall.O_TRUNC != 0 && r.Attr.Size > 0 {
 		if err := ch.truncate(ctx, 0); err != nil {
-			return nil, nil, 0, toErrno(err)
+			return nil, nil, 0, n.gw.errno("create", err)
 		}
 		out.Attr.Size = 0
 	}
@@ -300,12 +300,12 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	inode, _, err := n.create(ctx, name, api.CreateReq{Mode: mode&^api.ModeType | api.ModeDir, Exclusive: true}, out)
-	return inode, toErrno(err)
+	return inode, n.gw.errno("mkdir", err)
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	inode, _, err := n.create(ctx, name, api.CreateReq{Mode: mode, Rdev: dev, Exclusive: true}, out)
-	return inode, toErrno(err)
+	return inode, n.gw.errno("mknod", err)
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -316,25 +316,25 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, syscall.EINVAL // the wire carries targets as UTF-8
 	}
 	inode, _, err := n.create(ctx, name, api.CreateReq{Mode: api.ModeLink | 0o777, Target: target, Exclusive: true}, out)
-	return inode, toErrno(err)
+	return inode, n.gw.errno("symlink", err)
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	var r api.ReadlinkResp
 	if err := n.gw.metaCall(ctx, api.OpReadlink, api.InoReq{Ino: n.ino()}, &r); err != nil {
-		return nil, toErrno(err)
+		return nil, n.gw.errno("readlink", err)
 	}
 	return []byte(r.Target), 0
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if err := api.ValidName(name); err != nil {
-		return nil, toErrno(err)
+		return nil, n.gw.errno("link", err)
 	}
 	var r api.EntryResp
 	req := api.LinkReq{Ino: target.EmbeddedInode().StableAttr().Ino, NewParent: n.ino(), NewName: name}
 	if err := n.gw.metaCall(ctx, api.OpLink, req, &r); err != nil {
-		return nil, toErrno(err)
+		return nil, n.gw.errno("link", err)
 	}
 	return n.newChild(ctx, r, out), 0
 }
@@ -361,7 +361,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	open := n.openChild(name)
 	var r api.UnlinkResp
 	if err := n.gw.metaCall(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, KeepOpen: open != nil}, &r); err != nil {
-		return toErrno(err)
+		return n.gw.errno("unlink", err)
 	}
 	if open != nil && r.Nlink == 0 {
 		open.markOrphan(ctx, r.Ino)
@@ -370,12 +370,12 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	return toErrno(n.gw.metaCall(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, Dir: true}, nil))
+	return n.gw.errno("rmdir", n.gw.metaCall(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, Dir: true}, nil))
 }
 
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	if err := api.ValidName(newName); err != nil {
-		return toErrno(err)
+		return n.gw.errno("rename", err)
 	}
 	np, ok := newParent.(*node)
 	if !ok {
@@ -388,7 +388,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	req := api.RenameReq{Parent: n.ino(), Name: name, NewParent: np.ino(), NewName: newName, Flags: flags, KeepOpen: open != nil}
 	var r api.RenameResp
 	if err := n.gw.metaCall(ctx, api.OpRename, req, &r); err != nil {
-		return toErrno(err)
+		return n.gw.errno("rename", err)
 	}
 	if open != nil && r.Replaced != 0 && r.ReplacedNlink == 0 {
 		open.markOrphan(ctx, r.Replaced)
@@ -430,7 +430,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	default:
 		var r api.XattrResp
 		if err := n.gw.metaCall(ctx, api.OpGetXattr, api.XattrReq{Ino: n.ino(), Name: attr}, &r); err != nil {
-			return 0, toErrno(err)
+			return 0, n.gw.errno("getxattr", err)
 		}
 		value = r.Value
 	}
@@ -445,7 +445,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	if err := n.gw.metaCall(ctx, api.OpSetXattr, api.XattrReq{Ino: n.ino(), Name: attr, Value: data, Flags: flags}, nil); err != nil {
-		return toErrno(err)
+		return n.gw.errno("setxattr", err)
 	}
 	if attr == api.LayoutXattr && n.isReg() {
 		// setstripe on an empty file replaced its objects.
@@ -457,13 +457,13 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return toErrno(n.gw.metaCall(ctx, api.OpRemoveXattr, api.XattrReq{Ino: n.ino(), Name: attr}, nil))
+	return n.gw.errno("removexattr", n.gw.metaCall(ctx, api.OpRemoveXattr, api.XattrReq{Ino: n.ino(), Name: attr}, nil))
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var r api.XattrResp
 	if err := n.gw.metaCall(ctx, api.OpListXattr, api.XattrReq{Ino: n.ino()}, &r); err != nil {
-		return 0, toErrno(err)
+		return 0, n.gw.errno("listxattr", err)
 	}
 	slices.Sort(r.Names)
 	var b strings.Builder
@@ -483,7 +483,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	var r api.StatFSResp
 	if err := n.gw.metaCall(ctx, api.OpStatFS, api.Empty{}, &r); err != nil {
-		return toErrno(err)
+		return n.gw.errno("statfs", err)
 	}
 	const bsize = 4096
 	var total, free, avail uint64

@@ -372,6 +372,36 @@ func TestPOSIX(t *testing.T) {
 		}
 	})
 
+	t.Run("MtimeSetBeforeCloseStays", func(t *testing.T) {
+		// cp -p sets the times on the descriptor before closing it.
+		p := filepath.Join(dir(t), "copied")
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(randomData(11, 300_000)); err != nil {
+			t.Fatal(err)
+		}
+		old := time.Date(1999, 12, 31, 23, 59, 59, 0, time.UTC)
+		if err := unix.Futimes(int(f.Fd()), []unix.Timeval{unix.NsecToTimeval(old.UnixNano()), unix.NsecToTimeval(old.UnixNano())}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Forget the kernel's cached attributes: ask meta.
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.ModTime().Equal(old) || st.Size() != 300_000 {
+			t.Fatalf("mtime %v size %d, want %v and 300000", st.ModTime(), st.Size(), old)
+		}
+	})
+
 	t.Run("Xattrs", func(t *testing.T) {
 		p := filepath.Join(dir(t), "x")
 		mustWrite(t, p, nil)
