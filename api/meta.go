@@ -120,6 +120,9 @@ type EntryResp struct {
 	Attr    Attr    `json:"attr"`
 	Layout  *Layout `json:"layout,omitempty"`
 	Created bool    `json:"created,omitempty"`
+	// Parent is the directory's attributes after a create or link changed
+	// it, so the client's cache of them stays current without a getattr.
+	Parent *Attr `json:"parent,omitempty"`
 }
 
 type InoReq struct {
@@ -186,6 +189,8 @@ type UnlinkReq struct {
 type UnlinkResp struct {
 	Ino   uint64 `json:"ino"`
 	Nlink uint32 `json:"nlink"`
+	// Parent is the directory's attributes after the removal.
+	Parent *Attr `json:"parent,omitempty"`
 }
 
 // Rename flags (renameat2).

@@ -132,6 +132,34 @@ func (n *node) refresh(a api.Attr, l *api.Layout) {
 	}
 }
 
+// stale makes the next Getattr ask meta: a change this mount made altered
+// attributes it has no reply for.
+func (n *node) stale() {
+	n.mu.Lock()
+	n.attrAt = time.Time{}
+	n.mu.Unlock()
+}
+
+// changed takes a directory's attributes from meta's reply to a change in
+// it, or marks them stale if there are none.
+func (n *node) changed(parent *api.Attr) {
+	if parent == nil {
+		n.stale()
+		return
+	}
+	n.refresh(*parent, nil)
+}
+
+// staleChild marks the named child's attributes stale (its link count or
+// ctime changed).
+func (n *node) staleChild(name string) {
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			cn.stale()
+		}
+	}
+}
+
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if !utf8.ValidString(name) {
 		return nil, syscall.ENOENT // no such name can be created
@@ -146,7 +174,19 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	return n.newChild(ctx, r, out), 0
 }
 
+// Getattr answers from this node's attributes while they are fresh:
+// every change this mount makes refreshes them from meta's reply or marks
+// them stale, so a fresh copy is as good as asking meta (the kernel's own
+// cache has the same lifetime). Creating a file, for one, makes the kernel
+// ask for its directory's attributes again; this saves that round trip.
 func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.mu.Lock()
+	a, fresh := n.attr, time.Since(n.attrAt) < n.gw.cfg.AttrTimeout
+	n.mu.Unlock()
+	if fresh {
+		n.gw.fillAttr(a, &out.Attr)
+		return 0
+	}
 	var r api.AttrResp
 	if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
 		n.mu.Lock()
@@ -278,6 +318,7 @@ func (n *node) create(ctx context.Context, name string, req api.CreateReq, out *
 	if err := n.gw.metaCall(ctx, api.OpCreate, req, &r); err != nil {
 		return nil, r, err
 	}
+	n.changed(r.Parent)
 	return n.newChild(ctx, r, out), r, nil
 }
 
@@ -336,6 +377,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := n.gw.metaCall(ctx, api.OpLink, req, &r); err != nil {
 		return nil, n.gw.errno("link", err)
 	}
+	n.changed(r.Parent)
 	return n.newChild(ctx, r, out), 0
 }
 
@@ -363,6 +405,8 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if err := n.gw.metaCall(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, KeepOpen: open != nil}, &r); err != nil {
 		return n.gw.errno("unlink", err)
 	}
+	n.changed(r.Parent)
+	n.staleChild(name)
 	if open != nil && r.Nlink == 0 {
 		open.markOrphan(ctx, r.Ino)
 	}
@@ -370,7 +414,12 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	return n.gw.errno("rmdir", n.gw.metaCall(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, Dir: true}, nil))
+	var r api.UnlinkResp
+	if err := n.gw.metaCall(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, Dir: true}, &r); err != nil {
+		return n.gw.errno("rmdir", err)
+	}
+	n.changed(r.Parent)
+	return 0
 }
 
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
@@ -390,6 +439,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if err := n.gw.metaCall(ctx, api.OpRename, req, &r); err != nil {
 		return n.gw.errno("rename", err)
 	}
+	n.stale()
+	np.stale()
+	n.staleChild(name)
+	np.staleChild(newName)
 	if open != nil && r.Replaced != 0 && r.ReplacedNlink == 0 {
 		open.markOrphan(ctx, r.Replaced)
 	}
@@ -447,6 +500,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err := n.gw.metaCall(ctx, api.OpSetXattr, api.XattrReq{Ino: n.ino(), Name: attr, Value: data, Flags: flags}, nil); err != nil {
 		return n.gw.errno("setxattr", err)
 	}
+	n.stale() // ctime
 	if attr == api.LayoutXattr && n.isReg() {
 		// setstripe on an empty file replaced its objects.
 		n.mu.Lock()
@@ -457,7 +511,11 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return n.gw.errno("removexattr", n.gw.metaCall(ctx, api.OpRemoveXattr, api.XattrReq{Ino: n.ino(), Name: attr}, nil))
+	if err := n.gw.metaCall(ctx, api.OpRemoveXattr, api.XattrReq{Ino: n.ino(), Name: attr}, nil); err != nil {
+		return n.gw.errno("removexattr", err)
+	}
+	n.stale() // ctime
+	return 0
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {

@@ -92,7 +92,7 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cli.Close()
-	nc, err := cluster.ConnectNATS(nsrv.URL, "stria-up", log)
+	nc, err := cluster.ConnectNATS(nsrv.URL, "stria-up", log, nsrv.InProcess())
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,12 @@ func checkIno(ino uint64, what string) error {
 	return nil
 }
 
+// attrOf copies an inode's attributes for a reply.
+func attrOf(in *inode) *api.Attr {
+	a := in.Attr
+	return &a
+}
+
 func entryOf(in *inode) api.EntryResp {
 	r := api.EntryResp{Attr: in.Attr}
 	if in.isReg() {
@@ -205,6 +211,7 @@ func (s *Server) create(_ context.Context, r *api.CreateReq) (api.EntryResp, err
 		t.record(api.ChangeRecord{Type: changeType(in.Mode), Ino: in.Ino, Parent: parent.Ino, Name: r.Name, Mode: in.Mode})
 		resp = entryOf(in)
 		resp.Created = true
+		resp.Parent = attrOf(parent)
 		return nil
 	})
 	return resp, err
@@ -261,6 +268,7 @@ func (s *Server) link(_ context.Context, r *api.LinkReq) (api.EntryResp, error) 
 		t.setDent(np.Ino, r.NewName, dent{Ino: in.Ino, Type: typeOf(in.Mode)})
 		t.record(api.ChangeRecord{Type: api.ChangeLink, Ino: in.Ino, Parent: np.Ino, Name: r.NewName, Mode: in.Mode})
 		resp = entryOf(in)
+		resp.Parent = attrOf(np)
 		return nil
 	})
 	return resp, err
@@ -354,7 +362,7 @@ func (s *Server) unlink(_ context.Context, r *api.UnlinkReq) (api.UnlinkResp, er
 		}
 		t.put(p)
 		t.record(api.ChangeRecord{Type: typ, Ino: in.Ino, Parent: p.Ino, Name: r.Name, Mode: in.Mode})
-		resp = api.UnlinkResp{Ino: in.Ino, Nlink: in.Nlink}
+		resp = api.UnlinkResp{Ino: in.Ino, Nlink: in.Nlink, Parent: attrOf(p)}
 		return nil
 	})
 	return resp, err

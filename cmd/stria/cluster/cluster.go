@@ -122,11 +122,11 @@ func freePort() (int, error) {
 
 // ConnectNATS connects to NATS, retrying for ever after a lost connection:
 // a service rides out a NATS restart instead of dying.
-func ConnectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
-	return nats.Connect(url,
+func ConnectNATS(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	opts := append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -134,8 +134,14 @@ func ConnectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }),
-	)
+	}, extra...)
+	return nats.Connect(url, opts...)
 }
+
+// InProcess connects to this embedded server through an in-memory pipe
+// instead of loopback TCP: every metadata RPC crosses NATS twice, and the
+// TCP stack's wake-ups were most of its latency.
+func (n *NATS) InProcess() nats.Option { return nats.InProcessServer(n.Server) }
 
 // ConnectEtcd connects to etcd and checks it answers.
 func ConnectEtcd(ctx context.Context, endpoints []string) (*clientv3.Client, error) {
