@@ -186,23 +186,28 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return nil
 }
 
-// setReadAhead raises the kernel's read-ahead window for this mount: FUSE
-// mounts start at 128 KiB, which cuts sequential reads into 128 KiB
-// requests one after another. A larger window lets the kernel send 1 MiB
-// requests several at a time, spread over the stripes.
+// setReadAhead raises the kernel's read-ahead window for this mount.
 func (g *Gateway) setReadAhead() {
 	if g.cfg.ReadAheadKB <= 0 {
 		return
 	}
+	if err := SetReadAhead(g.cfg.Mountpoint, g.cfg.ReadAheadKB); err != nil {
+		g.log.Warn("read-ahead: cannot raise the kernel's window (not root?)", "err", err)
+	}
+}
+
+// SetReadAhead sets the kernel's read-ahead window of the FUSE mount at
+// mountpoint. FUSE mounts start at 128 KiB, which cuts sequential reads
+// into 128 KiB requests one after another; a larger window lets the kernel
+// send 1 MiB requests several at a time, spread over the stripes. Exported
+// so reference mounts in benchmarks get the same window.
+func SetReadAhead(mountpoint string, kb int) error {
 	var st syscall.Stat_t
-	if err := syscall.Stat(g.cfg.Mountpoint, &st); err != nil {
-		g.log.Warn("read-ahead: stat of mount point", "err", err)
-		return
+	if err := syscall.Stat(mountpoint, &st); err != nil {
+		return err
 	}
 	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	if err := os.WriteFile(path, []byte(strconv.Itoa(g.cfg.ReadAheadKB)), 0); err != nil {
-		g.log.Warn("read-ahead: cannot raise the kernel's window (not root?)", "path", path, "err", err)
-	}
+	return os.WriteFile(path, []byte(strconv.Itoa(kb)), 0)
 }
 
 // waitForMeta polls the root inode until meta answers, so a mount never

@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/stria/stria/tests/loopfs"
 )
 
 // BenchmarkVsLoopback measures Stria and, in the same run and on the same
@@ -109,34 +108,9 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-// mountLoopback mounts a go-fuse loopback of src at mnt with Stria's mount
-// options, passthrough off.
+// mountLoopback mounts the reference loopback of src at mnt.
 func mountLoopback(b *testing.B, src, mnt string) string {
-	for _, d := range []string{src, mnt} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			b.Fatal(err)
-		}
-	}
-	root, err := fs.NewLoopbackRoot(src)
-	if err != nil {
-		b.Fatal(err)
-	}
-	sec := time.Second
-	opts := &fs.Options{
-		MountOptions: fuse.MountOptions{
-			AllowOther:           true,
-			DirectMount:          true,
-			Options:              []string{"default_permissions"},
-			MaxWrite:             1 << 20,
-			MaxReadAhead:         1 << 20,
-			DisableSplice:        true,
-			MaxBackground:        64,
-			DisabledCapabilities: fuse.CAP_PASSTHROUGH,
-		},
-		EntryTimeout: &sec,
-		AttrTimeout:  &sec,
-	}
-	server, err := fs.Mount(mnt, root, opts)
+	server, err := loopfs.Mount(src, mnt)
 	if err != nil {
 		b.Fatal(err)
 	}
