@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -114,9 +115,20 @@ func touch(gib float64) error {
 		return fmt.Errorf("touch: mmap %d bytes: %w", n, err)
 	}
 	syscall.Madvise(b, madvHugeTP) // best effort
-	for i := 0; i < len(b); i += 4096 {
-		b[i] = 1
+	// One toucher per CPU: the host faults pages in faster that way.
+	par := runtime.NumCPU()
+	chunk := (len(b)/par + 4095) &^ 4095
+	var wg sync.WaitGroup
+	for off := 0; off < len(b); off += chunk {
+		wg.Add(1)
+		go func(s []byte) {
+			defer wg.Done()
+			for i := 0; i < len(s); i += 4096 {
+				s[i] = 1
+			}
+		}(b[off:min(off+chunk, len(b))])
 	}
+	wg.Wait()
 	return syscall.Munmap(b)
 }
 
