@@ -168,6 +168,16 @@ stop_pid() {
 	wait "$pid" 2>/dev/null || true
 }
 
+# stop_pids SECONDS PID...: stop several processes at once.
+stop_pids() {
+	local t=$1 pid
+	shift
+	for pid in "$@"; do
+		if alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; fi
+	done
+	for pid in "$@"; do stop_pid "$pid" "$t"; done
+}
+
 is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
 
 # unmount DIR: unmount, retrying while busy, detaching as a last resort.
@@ -208,9 +218,11 @@ ns_listening() { ip netns exec "$NS" ss -Hltn "sport = :$1" | grep -q .; }
 SYS_CLEAN=()
 on_teardown() { SYS_CLEAN+=("$*"); }
 teardown() {
-	local i
+	local i t
 	for ((i = ${#SYS_CLEAN[@]} - 1; i >= 0; i--)); do
+		t=$SECONDS
 		eval "${SYS_CLEAN[i]}" || true
+		echo "$(date +%T) teardown: ${SYS_CLEAN[i]} ($((SECONDS - t))s)"
 	done
 	SYS_CLEAN=()
 }
@@ -392,10 +404,12 @@ start_moosefs() {
 	start_bg "$LOGDIR/mfsmaster.log" ip netns exec "$NS" mfsmaster -f -c "$d/etc/mfsmaster.cfg" start
 	on_teardown stop_pid "$LAST_PID" 60
 	wait_for "mfsmaster" 60 "$LAST_PID" ns_listening 9421
+	local cs=()
 	for i in 0 1 2 3; do
 		start_bg "$LOGDIR/mfschunkserver$i.log" ip netns exec "$NS" mfschunkserver -f -c "$d/etc/mfschunkserver$i.cfg" start
-		on_teardown stop_pid "$LAST_PID" 60
+		cs+=("$LAST_PID")
 	done
+	on_teardown stop_pids 60 "${cs[@]}"
 	for i in 0 1 2 3; do
 		wait_for "mfschunkserver $i" 60 0 ns_listening $((9422 + i))
 	done
@@ -530,13 +544,14 @@ start_seaweedfs() {
 			return 1
 		fi
 	done
-	# Everything on 127.0.0.1, state in our work dir, telemetry off.
+	# Everything on 127.0.0.1, state in our work dir, telemetry off, no
+	# 10 s wait before the volume server stops.
 	start_bg "$LOGDIR/weed-server.log" env -C "$d" "$CACHE/weed" server -dir="$d/data" \
 		-ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
 		-master.port=$SWFS_MASTER -master.port.grpc=$((SWFS_MASTER + 10000)) \
 		-volume.port=$SWFS_VOLUME -volume.port.grpc=$((SWFS_VOLUME + 10000)) \
 		-filer -filer.port=$SWFS_FILER -filer.port.grpc=$((SWFS_FILER + 10000)) \
-		-filer.localSocket="$d/filer.sock"
+		-filer.localSocket="$d/filer.sock" -volume.preStopSeconds=0
 	local srv=$LAST_PID
 	on_teardown stop_pid "$srv" 60
 	wait_for "weed server (filer)" 90 "$srv" listening $((SWFS_FILER + 10000))
