@@ -56,6 +56,11 @@ func TestSeparateProcesses(t *testing.T) {
 	// Three stripes need a third OST: refused now, accepted once it joins.
 	if out, err := stria(t, "setstripe", "-c", "3", filepath.Join(mnt, "three")); err == nil {
 		t.Fatalf("3 stripes on 2 OSTs accepted:\n%s", out)
+	} else if !strings.Contains(string(out), "larger than the 2 OSTs") {
+		t.Fatalf("refusal does not say why:\n%s", out)
+	}
+	if _, err := os.Lstat(filepath.Join(mnt, "three")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused setstripe left a file behind: %v", err)
 	}
 	osts = append(osts, start(t, "ost2", "ost ready", env, "ost", "--data-dir", filepath.Join(root, "ost2")))
 	eventually(t, 30*time.Second, "the new OST to be usable", func() bool {

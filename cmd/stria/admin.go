@@ -46,6 +46,18 @@ func runSetstripe(ctx context.Context, args []string) error {
 	if err := l.ValidateRequest(-1); err != nil {
 		return err
 	}
+	// Check against the OSTs that are up before anything is created, so
+	// bad input changes nothing and the error says what is wrong (through
+	// the mount it would only be EINVAL).
+	dir := path
+	if _, err := os.Lstat(path); err != nil {
+		dir = filepath.Dir(path)
+	}
+	if st, _, err := clusterStatFS(ctx, dir, "", ""); err == nil {
+		if err := checkLayoutAgainst(l, st.OSTs); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	value := l.XattrValue()
 	created := false
 	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
@@ -61,6 +73,26 @@ func runSetstripe(ctx context.Context, args []string) error {
 			os.Remove(path) // bad input changes nothing
 		}
 		return fmt.Errorf("%s: %w", path, explainXattr(err))
+	}
+	return nil
+}
+
+// checkLayoutAgainst refuses a requested layout the OSTs that are up cannot
+// hold: more stripes than OSTs, or a first OST that is not up.
+func checkLayoutAgainst(l api.Layout, osts []api.OSTStat) error {
+	up := 0
+	offsetUp := l.StripeOffset < 0
+	for _, o := range osts {
+		if o.Up {
+			up++
+			offsetUp = offsetUp || int64(o.Index) == int64(l.StripeOffset)
+		}
+	}
+	if err := l.ValidateRequest(up); err != nil {
+		return err
+	}
+	if !offsetUp {
+		return api.Errorf(api.CodeInvalid, "stripe offset: OST %d is not up (%d OSTs up)", l.StripeOffset, up)
 	}
 	return nil
 }
@@ -174,31 +206,42 @@ func runDF(ctx context.Context, args []string) error {
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
-	if *natsURL == "" {
-		v, err := getxattr(path, api.NATSXattr)
-		if err != nil {
-			return fmt.Errorf("%s is not in a stria mount (give --nats): %w", path, err)
-		}
-		*natsURL = string(v)
-	}
-	if *fsname == "" {
-		v, err := getxattr(path, api.FSNameXattr)
-		if err != nil {
-			return fmt.Errorf("%s is not in a stria mount (give --fsname): %w", path, err)
-		}
-		*fsname = string(v)
-	}
-	nc, err := nats.Connect(*natsURL, nats.Name("stria-df"))
+	r, fsn, err := clusterStatFS(ctx, path, *natsURL, *fsname)
 	if err != nil {
-		return fmt.Errorf("nats at %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-	var r api.StatFSResp
-	if err := api.NewMetaClient(nc, *fsname, 15*time.Second).Call(ctx, api.OpStatFS, api.Empty{}, &r); err != nil {
 		return err
 	}
-	printDF(os.Stdout, path, *fsname, r, *human)
+	printDF(os.Stdout, path, fsn, r, *human)
 	return nil
+}
+
+// clusterStatFS asks the metadata service of the file system that path is
+// in for its usage and OST list. natsURL and fsname, when empty, come from
+// the mount's stria.nats and stria.fsname xattrs; it returns the fsname used.
+func clusterStatFS(ctx context.Context, path, natsURL, fsname string) (api.StatFSResp, string, error) {
+	var r api.StatFSResp
+	if natsURL == "" {
+		v, err := getxattr(path, api.NATSXattr)
+		if err != nil {
+			return r, "", fmt.Errorf("%s is not in a stria mount (give --nats): %w", path, err)
+		}
+		natsURL = string(v)
+	}
+	if fsname == "" {
+		v, err := getxattr(path, api.FSNameXattr)
+		if err != nil {
+			return r, "", fmt.Errorf("%s is not in a stria mount (give --fsname): %w", path, err)
+		}
+		fsname = string(v)
+	}
+	nc, err := nats.Connect(natsURL, nats.Name("stria-admin"))
+	if err != nil {
+		return r, "", fmt.Errorf("nats at %s: %w", natsURL, err)
+	}
+	defer nc.Close()
+	if err := api.NewMetaClient(nc, fsname, 15*time.Second).Call(ctx, api.OpStatFS, api.Empty{}, &r); err != nil {
+		return r, "", err
+	}
+	return r, fsname, nil
 }
 
 func printDF(out io.Writer, mnt, fsname string, r api.StatFSResp, human bool) {

@@ -77,3 +77,27 @@ func TestPrintDF(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckLayoutAgainst(t *testing.T) {
+	osts := []api.OSTStat{{Index: 0, Up: true}, {Index: 1, Up: true}, {Index: 2, Up: false}, {Index: 3, Up: true}}
+	cases := []struct {
+		name string
+		l    api.Layout
+		ok   bool
+	}{
+		{"all OSTs", api.Layout{StripeCount: -1, StripeSize: 1 << 20, StripeOffset: -1}, true},
+		{"as many as are up", api.Layout{StripeCount: 3, StripeSize: 1 << 20, StripeOffset: -1}, true},
+		{"more than are up", api.Layout{StripeCount: 4, StripeSize: 1 << 20, StripeOffset: -1}, false},
+		{"start on an up OST", api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: 3}, true},
+		{"start on a down OST", api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: 2}, false},
+		{"start on an unknown OST", api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: 9}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkLayoutAgainst(tc.l, osts)
+			if (err == nil) != tc.ok {
+				t.Fatalf("checkLayoutAgainst(%v) = %v, want ok=%v", tc.l, err, tc.ok)
+			}
+		})
+	}
+}
