@@ -16,46 +16,81 @@ const destroyBatch = 1024
 // destroyParallel bounds concurrent destroy calls.
 const destroyParallel = 8
 
+// destroyHandOff carries the objects that durable mutations put on the
+// destroy queue to the destroyer, so that in steady state it never searches
+// the queue on disk: a scan from its start would step over the tombstone of
+// every entry already done, which costs more the busier the file system is.
+type destroyHandOff struct {
+	mu   sync.Mutex
+	objs []api.StripeObject
+}
+
+func (h *destroyHandOff) add(objs []api.StripeObject) {
+	h.mu.Lock()
+	h.objs = append(h.objs, objs...)
+	h.mu.Unlock()
+}
+
+func (h *destroyHandOff) take() []api.StripeObject {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	objs := h.objs
+	h.objs = nil
+	return objs
+}
+
 // runDestroyer removes the stripe objects on the destroy queue from their
-// OSTs. An entry leaves the queue only once its OST confirmed the destroy; an
-// OST that is down keeps its entries, retried with backoff.
+// OSTs. An entry leaves the queue only once its OST confirmed the destroy.
+// Objects queued while it runs are handed to it in memory; the queue on disk
+// is scanned at start (entries from before a restart) and, with backoff,
+// after any failure (an OST that is down keeps its entries until it is back).
 func (s *Server) runDestroyer(ctx context.Context) {
 	bo := backoff{min: 200 * time.Millisecond, max: 30 * time.Second}
-	for ctx.Err() == nil {
-		done, pending, err := s.destroyPass(ctx)
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("destroy queue", "err", err)
-		}
-		if done > 0 {
-			bo.reset()
-		}
-		if pending == 0 && err == nil {
-			select {
-			case <-ctx.Done():
-			case <-s.wakeDestroyer:
-			}
-			continue
-		}
-		if done >= destroyBatch {
-			continue // more work right away
-		}
-		t := time.NewTimer(bo.next())
+	retry := time.NewTimer(0) // the first scan at once
+	defer retry.Stop()
+	for {
 		select {
 		case <-ctx.Done():
+			return
 		case <-s.wakeDestroyer:
-		case <-t.C:
+			if err := s.destroyHandedOff(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("destroy queue; will retry", "err", err)
+				retry.Reset(bo.next())
+			}
+		case <-retry.C:
+			done, pending, err := s.destroyPass(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("destroy queue; will retry", "err", err)
+			}
+			if done > 0 {
+				bo.reset()
+			}
+			switch {
+			case pending == 0 && err == nil:
+				bo.reset()
+			case done >= destroyBatch:
+				retry.Reset(0) // more work right away
+			default:
+				retry.Reset(bo.next())
+			}
 		}
-		t.Stop()
 	}
 }
 
-type queued struct {
-	key []byte
-	obj api.StripeObject
+// destroyHandedOff destroys the objects mutations handed over. A failure
+// leaves the entries on disk for the next scan.
+func (s *Server) destroyHandedOff(ctx context.Context) error {
+	objs := s.handOff.take()
+	if len(objs) == 0 {
+		return nil
+	}
+	_, err := s.destroyObjects(ctx, objs)
+	return err
 }
 
-// destroyPass destroys up to destroyBatch queued objects whose OST is live.
-// It returns how many were destroyed and how many remain.
+// destroyPass scans the queue on disk and destroys up to destroyBatch
+// objects whose OST is live. It returns how many were destroyed and how many
+// remain.
 func (s *Server) destroyPass(ctx context.Context) (done, pending int, err error) {
 	// Read the queue first, then make sure what was read is durable, so an
 	// object is never destroyed for a deletion a crash could still undo.
@@ -65,7 +100,7 @@ func (s *Server) destroyPass(ctx context.Context) (done, pending int, err error)
 	}
 	// Loaded after the iterator's snapshot: covers every commit it sees.
 	seen := s.st.commits.Load()
-	var work []queued
+	var work []api.StripeObject
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
 		if len(k) != 13 {
@@ -76,7 +111,7 @@ func (s *Server) destroyPass(ctx context.Context) (done, pending int, err error)
 		if _, live := s.reg.Lookup(obj.OST); !live || len(work) >= destroyBatch {
 			continue
 		}
-		work = append(work, queued{key: append([]byte(nil), k...), obj: obj})
+		work = append(work, obj)
 	}
 	if err := it.Close(); err != nil {
 		return 0, pending, err
@@ -89,6 +124,13 @@ func (s *Server) destroyPass(ctx context.Context) (done, pending int, err error)
 	if err := s.st.waitDurable(seen); err != nil {
 		return 0, pending, err
 	}
+	done, err = s.destroyObjects(ctx, work)
+	return done, pending - done, err
+}
+
+// destroyObjects destroys durable queue entries on their OSTs and takes the
+// destroyed ones off the queue. Objects whose OST is not registered stay.
+func (s *Server) destroyObjects(ctx context.Context, objs []api.StripeObject) (done int, err error) {
 	var (
 		mu      sync.Mutex
 		wg      sync.WaitGroup
@@ -97,16 +139,21 @@ func (s *Server) destroyPass(ctx context.Context) (done, pending int, err error)
 		b       = s.st.db.NewBatch()
 	)
 	defer b.Close()
-	for _, q := range work {
-		info, ok := s.reg.Lookup(q.obj.OST)
+	for _, obj := range objs {
+		info, ok := s.reg.Lookup(obj.OST)
 		if !ok {
+			mu.Lock()
+			if firstEr == nil {
+				firstEr = api.Errorf(api.CodeUnavailable, "OST %d is not registered", obj.OST)
+			}
+			mu.Unlock()
 			continue
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.OSTTimeout)
-			err := s.ost.Destroy(cctx, info.Addr, q.obj.ObjID)
+			err := s.ost.Destroy(cctx, info.Addr, obj.ObjID)
 			cancel()
 			mu.Lock()
 			defer mu.Unlock()
@@ -116,7 +163,7 @@ func (s *Server) destroyPass(ctx context.Context) (done, pending int, err error)
 				}
 				return
 			}
-			b.Delete(q.key, nil)
+			b.Delete(destroyKey(obj.ObjID, obj.OST), nil)
 			done++
 		})
 	}
@@ -124,11 +171,11 @@ func (s *Server) destroyPass(ctx context.Context) (done, pending int, err error)
 	if !b.Empty() {
 		// Not synced: a lost delete only repeats a destroy, which succeeds.
 		if err := b.Commit(pebble.NoSync); err != nil {
-			return done, pending, err
+			return done, err
 		}
 	}
 	if done > 0 {
 		s.log.Debug("destroyed stripe objects", "count", done)
 	}
-	return done, pending - done, firstEr
+	return done, firstEr
 }

@@ -117,10 +117,28 @@ func TestDestroyQueue(t *testing.T) {
 	t.Run("relayout queues the old objects", func(t *testing.T) {
 		var e api.EntryResp
 		h.must(api.OpCreate, api.CreateReq{Parent: api.RootIno, Name: "r", Mode: regMode, Layout: &api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: 0}}, &e)
-		h.must(api.OpSetLayout, api.LayoutReq{Ino: e.Attr.Ino, Layout: api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: 2}}, nil)
+		var lr api.LayoutResp
+		h.must(api.OpSetLayout, api.LayoutReq{Ino: e.Attr.Ino, Layout: api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: 2}}, &lr)
 		waitFor(t, "old object destroyed", 10*time.Second, func() bool { return h.osts[0].destroys(e.Attr.Ino) == 1 })
-		if h.osts[2].destroys(e.Attr.Ino) != 0 {
-			t.Fatal("new object destroyed")
+		second := lr.Layout.Objects[0]
+		if second.ObjID == e.Attr.Ino || h.osts[2].destroys(second.ObjID) != 0 {
+			t.Fatalf("new object %+v reuses the old id or was destroyed", second)
+		}
+		// Back onto OST 0: a new object again, never the one queued for
+		// destruction there (a destroy in flight would remove its data).
+		h.must(api.OpSetLayout, api.LayoutReq{Ino: e.Attr.Ino, Layout: api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: 0}}, &lr)
+		third := lr.Layout.Objects[0]
+		if third.OST != 0 || third.ObjID == e.Attr.Ino || third.ObjID == second.ObjID {
+			t.Fatalf("third layout reuses an object: %+v", lr.Layout)
+		}
+		waitFor(t, "second object destroyed", 10*time.Second, func() bool { return h.osts[2].destroys(second.ObjID) == 1 })
+		if h.osts[0].destroys(third.ObjID) != 0 {
+			t.Fatal("live object destroyed")
+		}
+		// Object ids come from the inode number space: a new inode never
+		// shares a number with an object id.
+		if n := h.mkfile(api.RootIno, "after-relayout"); n <= third.ObjID {
+			t.Fatalf("new inode %d not above object id %d", n, third.ObjID)
 		}
 	})
 	t.Run("down OST is retried, never dropped", func(t *testing.T) {

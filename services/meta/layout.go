@@ -51,12 +51,12 @@ func effectiveLayout(get func(uint64) (*inode, error), dir *inode) (api.Layout, 
 
 // resolveLayout turns a requested layout into a file's concrete one: count
 // distinct live OSTs in index order, starting at the offset (or a rotating
-// start for -1), wrapping. Each object's id is the file's inode number. With
-// strict (the caller asked for this layout), a stripe count above the live
-// OSTs or an offset naming an OST that is not live is an error; for an
-// inherited default the count shrinks to the live OSTs and the next live OST
-// is used.
-func (s *Server) resolveLayout(want api.Layout, live []api.OSTInfo, ino uint64, strict bool) (api.Layout, error) {
+// start for -1), wrapping. Every object gets the id objID (the file's inode
+// number for its first layout). With strict (the caller asked for this
+// layout), a stripe count above the live OSTs or an offset naming an OST that
+// is not live is an error; for an inherited default the count shrinks to the
+// live OSTs and the next live OST is used.
+func (s *Server) resolveLayout(want api.Layout, live []api.OSTInfo, objID uint64, strict bool) (api.Layout, error) {
 	n := len(live)
 	if n == 0 {
 		return api.Layout{}, api.Errorf(api.CodeUnavailable, "no OSTs registered")
@@ -95,7 +95,7 @@ func (s *Server) resolveLayout(want api.Layout, live []api.OSTInfo, ino uint64, 
 	}
 	objs := make([]api.StripeObject, count)
 	for i := range objs {
-		objs[i] = api.StripeObject{OST: live[(start+i)%n].Index, ObjID: ino}
+		objs[i] = api.StripeObject{OST: live[(start+i)%n].Index, ObjID: objID}
 	}
 	return api.Layout{
 		StripeCount:  int32(count),
@@ -171,22 +171,18 @@ func (s *Server) setLayout(ino uint64, want api.Layout, xflags uint32) (api.Layo
 			if in.Size > 0 {
 				return api.Errorf(api.CodeExists, "file already has data: its layout cannot change")
 			}
-			resolved, err := s.resolveLayout(l, live, in.Ino, true)
+			objID := in.Ino
+			if in.Layout != nil {
+				// A new layout gets objects of a new id: an object once
+				// on the destroy queue is never used again, so a destroy
+				// in flight can never remove what a later layout wrote.
+				objID = t.newObjectID()
+				t.queueDestroy(in.Layout.Objects)
+			}
+			resolved, err := s.resolveLayout(l, live, objID, true)
 			if err != nil {
 				return err
 			}
-			if in.Layout != nil {
-				var old []api.StripeObject
-				for _, o := range in.Layout.Objects {
-					if !slices.Contains(resolved.Objects, o) {
-						old = append(old, o)
-					}
-				}
-				t.queueDestroy(old)
-			}
-			// An object queued by an earlier layout change may be in use
-			// again: take it off the queue.
-			t.unqueueDestroy(resolved.Objects)
 			in.Layout = &resolved
 			out = resolved
 		default:

@@ -53,10 +53,10 @@ type Server struct {
 	gate     sync.RWMutex
 	closing  bool
 	handlers sync.WaitGroup
-	sem      chan struct{}
 
 	wakePublisher chan struct{}
 	wakeDestroyer chan struct{}
+	handOff       destroyHandOff
 	fatal         chan error
 
 	stats map[string]*opStats
@@ -85,7 +85,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		etcd:          deps.Etcd,
 		log:           log.With("component", "meta", "fsname", cfg.FSName),
 		ready:         make(chan struct{}),
-		sem:           make(chan struct{}, maxInFlight),
 		wakePublisher: make(chan struct{}, 1),
 		wakeDestroyer: make(chan struct{}, 1),
 		fatal:         make(chan error, 1),
@@ -184,6 +183,18 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("meta: starting NATS service: %w", err)
 	}
+	// A fixed set of workers serves the requests: their stacks, grown by
+	// the first requests, stay grown (a goroutine per request spent a
+	// tenth of meta's CPU growing stacks).
+	work := make(chan request)
+	for range maxInFlight {
+		wg.Go(func() {
+			for r := range work {
+				s.serve(runCtx, r.req, r.op, r.fn)
+				s.handlers.Done()
+			}
+		})
+	}
 	// stopServing stops taking requests and waits for those running.
 	stopServing := func() {
 		if err := svc.Stop(); err != nil {
@@ -193,6 +204,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.closing = true
 		s.gate.Unlock()
 		s.handlers.Wait()
+		close(work)
 	}
 	ops := s.ops()
 	for _, op := range api.MetaOps {
@@ -201,7 +213,7 @@ func (s *Server) Run(ctx context.Context) error {
 			stopServing()
 			return fmt.Errorf("meta: no handler for operation %q", op)
 		}
-		if err := svc.AddEndpoint(op, s.endpoint(runCtx, op, fn), micro.WithEndpointSubject(api.MetaSubject(s.cfg.FSName, op))); err != nil {
+		if err := svc.AddEndpoint(op, s.endpoint(work, op, fn), micro.WithEndpointSubject(api.MetaSubject(s.cfg.FSName, op))); err != nil {
 			stopServing()
 			return fmt.Errorf("meta: adding endpoint %s: %w", op, err)
 		}
@@ -266,11 +278,19 @@ func (s *Server) ops() map[string]opFunc {
 	}
 }
 
+// request is one received request on its way to a worker.
+type request struct {
+	req micro.Request
+	op  string
+	fn  opFunc
+}
+
 // endpoint returns the micro handler of one operation. NATS delivers one
-// subscription's messages one at a time, so each request runs on its own
-// goroutine (at most maxInFlight): concurrent mutations are what group
-// commit folds into shared fsyncs.
-func (s *Server) endpoint(ctx context.Context, op string, fn opFunc) micro.HandlerFunc {
+// subscription's messages one at a time, so each request goes to one of the
+// maxInFlight workers (waiting while all are busy, which leaves further
+// requests in NATS): concurrent mutations are what group commit folds into
+// shared fsyncs.
+func (s *Server) endpoint(work chan<- request, op string, fn opFunc) micro.HandlerFunc {
 	return func(req micro.Request) {
 		s.gate.RLock()
 		if s.closing {
@@ -280,14 +300,7 @@ func (s *Server) endpoint(ctx context.Context, op string, fn opFunc) micro.Handl
 		}
 		s.handlers.Add(1)
 		s.gate.RUnlock()
-		s.sem <- struct{}{}
-		go func() {
-			defer func() {
-				<-s.sem
-				s.handlers.Done()
-			}()
-			s.serve(ctx, req, op, fn)
-		}()
+		work <- request{req: req, op: op, fn: fn}
 	}
 }
 
@@ -415,7 +428,10 @@ func (s *Server) wake(ch chan struct{}) {
 // mutate runs one namespace change and wakes the background workers that
 // depend on durable state.
 func (s *Server) mutate(fn func(t *txn) error) error {
-	var queued, logged bool
+	var (
+		queued []api.StripeObject
+		logged bool
+	)
 	err := s.st.mutate(func(t *txn) error {
 		if err := fn(t); err != nil {
 			return err
@@ -429,7 +445,10 @@ func (s *Server) mutate(fn func(t *txn) error) error {
 	if logged {
 		s.wake(s.wakePublisher)
 	}
-	if queued {
+	if len(queued) > 0 {
+		// Durable now: hand the objects to the destroyer directly, so it
+		// need not search the queue on disk for them.
+		s.handOff.add(queued)
 		s.wake(s.wakeDestroyer)
 	}
 	return nil

@@ -319,7 +319,7 @@ type txn struct {
 	cache      map[uint64]*inode
 	dirty      map[uint64]bool // true: write; false: delete
 	changes    int
-	queued     bool // objects were added to the destroy queue
+	queued     []api.StripeObject // objects added to the destroy queue
 	wrote      bool
 	commit     uint64 // commit number this reply depends on
 }
@@ -404,15 +404,16 @@ func (t *txn) delDent(parent uint64, name string) { t.b.Delete(dentKey(parent, n
 func (t *txn) queueDestroy(objs []api.StripeObject) {
 	for _, o := range objs {
 		t.b.Set(destroyKey(o.ObjID, o.OST), nil, nil)
-		t.queued = true
 	}
+	t.queued = append(t.queued, objs...)
 }
 
-// unqueueDestroy takes objects (live again) off the destroy queue.
-func (t *txn) unqueueDestroy(objs []api.StripeObject) {
-	for _, o := range objs {
-		t.b.Delete(destroyKey(o.ObjID, o.OST), nil)
-	}
+// newObjectID allocates an id for stripe objects from the inode number
+// space (never reused), without making an inode of it.
+func (t *txn) newObjectID() uint64 {
+	id := t.nextIno
+	t.nextIno++
+	return id
 }
 
 // record appends a changelog record to the outbox, in this batch.
