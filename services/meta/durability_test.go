@@ -468,3 +468,42 @@ func TestLeadershipLost(t *testing.T) {
 		t.Fatalf("request after losing leadership: %v", err)
 	}
 }
+
+// TestUpdateSizeSyncedInBackground: a size from writes is visible at once
+// and becomes durable, and its changelog record published, with no later
+// change to carry it; OpSync covers it at once.
+func TestUpdateSizeSyncedInBackground(t *testing.T) {
+	h := newHarness(t, 1)
+	f := h.mkfile(api.RootIno, "f")
+	start := h.srv.st.commits.Load()
+	var a api.AttrResp
+	h.must(api.OpUpdateSize, api.UpdateSizeReq{Ino: f, Size: 12345, Mtime: time.Now().UnixNano()}, &a)
+	if a.Attr.Size != 12345 || h.attr(f).Size != 12345 {
+		t.Fatalf("size after updatesize: reply %d, getattr %d", a.Attr.Size, h.attr(f).Size)
+	}
+	if h.srv.st.commits.Load() <= start {
+		t.Fatal("updatesize applied no change")
+	}
+	waitFor(t, "the size to become durable", 10*time.Second, func() bool {
+		return h.srv.st.durableCommits.Load() >= h.srv.st.commits.Load()
+	})
+	recs := readChangelog(t, h.fs, 2) // CREAT of f, then SATTR
+	last := recs[len(recs)-1]
+	if last.Type != api.ChangeSetattr || last.Ino != f || last.Size != 12345 {
+		t.Fatalf("last record %+v, want SATTR of inode %d with size 12345", last, f)
+	}
+
+	// With the syncer's work done for it, OpSync alone makes a size
+	// durable before it replies.
+	h.must(api.OpUpdateSize, api.UpdateSizeReq{Ino: f, Size: 20000, Mtime: time.Now().UnixNano()}, nil)
+	committed := h.srv.st.commits.Load()
+	h.must(api.OpSync, api.Empty{}, nil)
+	if got := h.srv.st.durableCommits.Load(); got < committed {
+		t.Fatalf("after sync %d commits durable, want %d", got, committed)
+	}
+	// And it survives a restart.
+	h.restart(nil)
+	if got := h.attr(f).Size; got != 20000 {
+		t.Fatalf("size after restart %d", got)
+	}
+}

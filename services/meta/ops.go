@@ -650,7 +650,11 @@ func (s *Server) updatesize(_ context.Context, r *api.UpdateSizeReq) (api.AttrRe
 		return api.AttrResp{}, api.Errorf(api.CodeTooBig, "size %d is too large", r.Size)
 	}
 	var resp api.AttrResp
-	err := s.mutate(func(t *txn) error {
+	// Sizes and mtimes that writes produced are data, whose durability
+	// fsync promises (its OpSync follows this); close(2) promises none, so
+	// the reply does not wait for the WAL: the change is visible to every
+	// client at once and durable after the next sync.
+	err := s.mutateUnsynced(func(t *txn) error {
 		in, err := t.get(r.Ino)
 		if err != nil {
 			return err

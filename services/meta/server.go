@@ -56,6 +56,7 @@ type Server struct {
 
 	wakePublisher chan struct{}
 	wakeDestroyer chan struct{}
+	wakeSyncer    chan struct{}
 	handOff       destroyHandOff
 	fatal         chan error
 
@@ -87,6 +88,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		ready:         make(chan struct{}),
 		wakePublisher: make(chan struct{}, 1),
 		wakeDestroyer: make(chan struct{}, 1),
+		wakeSyncer:    make(chan struct{}, 1),
 		fatal:         make(chan error, 1),
 		stats:         newOpStats(),
 	}, nil
@@ -172,6 +174,7 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Go(func() { s.runPublisher(runCtx) })
 	}
 	wg.Go(func() { s.runDestroyer(runCtx) })
+	wg.Go(func() { s.runSyncer(runCtx) })
 
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:         ServiceName,
@@ -418,6 +421,27 @@ func sanitize(msg string) string {
 	return msg
 }
 
+// runSyncer makes the changes mutateUnsynced applied durable soon after,
+// off their reply path; one sync covers every change applied before it
+// starts, so a burst of them costs one or two.
+func (s *Server) runSyncer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wakeSyncer:
+		}
+		if s.st.durableSeq.Load() >= s.st.committedSeq.Load() && s.st.durableCommits.Load() >= s.st.commits.Load() {
+			continue // a reply's own sync got there first
+		}
+		if err := s.st.syncWAL(); err != nil {
+			return // the store failed; Run stops meta
+		}
+		// A durable change has records to publish now.
+		s.wake(s.wakePublisher)
+	}
+}
+
 func (s *Server) wake(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
@@ -425,22 +449,41 @@ func (s *Server) wake(ch chan struct{}) {
 	}
 }
 
-// mutate runs one namespace change and wakes the background workers that
-// depend on durable state.
-func (s *Server) mutate(fn func(t *txn) error) error {
+// mutate runs one namespace change, replies once it is durable, and wakes
+// the background workers that depend on durable state.
+func (s *Server) mutate(fn func(t *txn) error) error { return s.change(true, fn) }
+
+// mutateUnsynced runs a change whose durability is promised only by a later
+// sync: it is visible at once, and the changelog publisher makes it durable
+// in the background (a sync of its own, off the reply path).
+func (s *Server) mutateUnsynced(fn func(t *txn) error) error { return s.change(false, fn) }
+
+func (s *Server) change(durable bool, fn func(t *txn) error) error {
 	var (
 		queued []api.StripeObject
 		logged bool
 	)
-	err := s.st.mutate(func(t *txn) error {
+	record := func(t *txn) error {
 		if err := fn(t); err != nil {
 			return err
 		}
 		queued, logged = t.queued, t.changes > 0
 		return nil
-	})
+	}
+	t, err := s.st.applyUnsynced(record)
 	if err != nil {
 		return err
+	}
+	// Even a change that wrote nothing may have read state another
+	// mutation applied but has not yet made durable: a durable reply waits
+	// for it. Objects go to the destroyer only once their deletion is.
+	if durable || len(queued) > 0 {
+		if err := s.st.waitDurable(t.commit); err != nil {
+			return err
+		}
+	}
+	if !durable && t.wrote {
+		s.wake(s.wakeSyncer)
 	}
 	if logged {
 		s.wake(s.wakePublisher)

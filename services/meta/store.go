@@ -255,23 +255,19 @@ func (s *store) fail(err error) {
 	}
 }
 
-// mutate runs fn as one atomic, durable change. fn checks every precondition
-// before it writes; if it returns an error nothing is written. mutate returns
-// only once the change is durable.
-func (s *store) mutate(fn func(t *txn) error) error {
+// applyUnsynced runs fn as one atomic change that every later read and
+// mutation sees, and returns before it is durable: the next WAL sync
+// (syncWAL, or waitDurable for this or a later commit) covers it. fn checks
+// every precondition before it writes; if it returns an error nothing is
+// written.
+func (s *store) applyUnsynced(fn func(t *txn) error) (*txn, error) {
 	if p := s.failed.Load(); p != nil {
-		return *p
+		return nil, *p
 	}
-	t, err := s.apply(fn)
-	if err != nil {
-		return err
-	}
-	// Even a change that wrote nothing may have read state another
-	// mutation applied but has not yet made durable: reply after it is.
-	return s.waitDurable(t.commit)
+	return s.apply(fn)
 }
 
-// apply runs the locked phase of mutate.
+// apply runs the locked phase of applyUnsynced.
 func (s *store) apply(fn func(t *txn) error) (*txn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
