@@ -30,6 +30,11 @@ type node struct {
 	orphan  bool         // unlinked while open: meta keeps it until release
 	dirty   bool         // size/mtime not yet told to meta
 	touched map[int]bool // stripes written since the last fsync
+	// noCapsAt is when meta last said the file has no security.capability
+	// xattr. The kernel asks for it before every write (to remove it);
+	// the answer is kept as long as attributes are, and dropped when this
+	// mount changes xattrs or sees the ctime move.
+	noCapsAt time.Time
 
 	// Write-behind: writes in flight to the OSTs, and the first error one
 	// of them met, reported by the next write, flush, fsync or close.
@@ -124,6 +129,9 @@ func (n *node) refresh(a api.Attr, l *api.Layout) {
 	defer n.mu.Unlock()
 	if n.dirty && n.attr.Size > a.Size {
 		a.Size = n.attr.Size
+	}
+	if a.Ctime != n.attr.Ctime {
+		n.noCapsAt = time.Time{}
 	}
 	n.attr = a
 	n.attrAt = time.Now()
@@ -481,8 +489,17 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	case api.FSNameXattr:
 		value = []byte(n.gw.cfg.FSName)
 	default:
+		caps := attr == capsXattr
+		if caps && n.knownNoCaps() {
+			return 0, syscall.ENODATA
+		}
 		var r api.XattrResp
 		if err := n.gw.metaCall(ctx, api.OpGetXattr, api.XattrReq{Ino: n.ino(), Name: attr}, &r); err != nil {
+			if caps && api.CodeOf(err) == api.CodeNoAttr {
+				n.mu.Lock()
+				n.noCapsAt = time.Now()
+				n.mu.Unlock()
+			}
 			return 0, n.gw.errno("getxattr", err)
 		}
 		value = r.Value
@@ -496,11 +513,31 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(copy(dest, value)), 0
 }
 
+// capsXattr is the file capability xattr the kernel checks on every write.
+const capsXattr = "security.capability"
+
+// knownNoCaps reports whether meta said recently enough that the file has
+// no security.capability xattr.
+func (n *node) knownNoCaps() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.noCapsAt.IsZero() && time.Since(n.noCapsAt) < n.gw.cfg.AttrTimeout
+}
+
+// xattrsChanged drops what this node knows of its xattrs and attributes.
+func (n *node) xattrsChanged() {
+	n.mu.Lock()
+	n.attrAt = time.Time{} // ctime
+	n.noCapsAt = time.Time{}
+	n.mu.Unlock()
+}
+
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if err := n.gw.metaCall(ctx, api.OpSetXattr, api.XattrReq{Ino: n.ino(), Name: attr, Value: data, Flags: flags}, nil); err != nil {
+	err := n.gw.metaCall(ctx, api.OpSetXattr, api.XattrReq{Ino: n.ino(), Name: attr, Value: data, Flags: flags}, nil)
+	n.xattrsChanged() // even a failed call may have reached meta
+	if err != nil {
 		return n.gw.errno("setxattr", err)
 	}
-	n.stale() // ctime
 	if attr == api.LayoutXattr && n.isReg() {
 		// setstripe on an empty file replaced its objects.
 		n.mu.Lock()
@@ -511,11 +548,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if err := n.gw.metaCall(ctx, api.OpRemoveXattr, api.XattrReq{Ino: n.ino(), Name: attr}, nil); err != nil {
-		return n.gw.errno("removexattr", err)
-	}
-	n.stale() // ctime
-	return 0
+	err := n.gw.metaCall(ctx, api.OpRemoveXattr, api.XattrReq{Ino: n.ino(), Name: attr}, nil)
+	n.xattrsChanged()
+	return n.gw.errno("removexattr", err)
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {

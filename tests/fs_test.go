@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -434,6 +435,37 @@ func TestPOSIX(t *testing.T) {
 		errnoIs(t, "getxattr removed", err, syscall.ENODATA)
 		_, err = unix.Getxattr(p, "user.b", make([]byte, 2))
 		errnoIs(t, "getxattr small buffer", err, syscall.ERANGE)
+	})
+
+	t.Run("WriteRemovesFileCapabilities", func(t *testing.T) {
+		// The kernel asks for security.capability before every write and
+		// removes it if present; the mount answers that question from
+		// what it knows, which must not hide a capability set since.
+		p := filepath.Join(dir(t), "capfile")
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o755)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write([]byte("before")); err != nil {
+			t.Fatal(err)
+		}
+		// A version 2 capability set: cap_net_raw permitted.
+		caps := make([]byte, 20)
+		binary.LittleEndian.PutUint32(caps[0:], 0x02000000)
+		binary.LittleEndian.PutUint32(caps[4:], 1<<13)
+		if err := unix.Setxattr(p, "security.capability", caps, 0); err != nil {
+			t.Fatalf("setting a file capability: %v", err)
+		}
+		buf := make([]byte, 64)
+		if n, err := unix.Getxattr(p, "security.capability", buf); err != nil || n != len(caps) {
+			t.Fatalf("capability not set: %d %v", n, err)
+		}
+		if _, err := f.Write([]byte("after")); err != nil {
+			t.Fatal(err)
+		}
+		_, err = unix.Getxattr(p, "security.capability", buf)
+		errnoIs(t, "capability after a write", err, syscall.ENODATA)
 	})
 
 	t.Run("Statfs", func(t *testing.T) {
