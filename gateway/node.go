@@ -337,6 +337,12 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, n.gw.errno("create", err)
 	}
 	ch := inode.Operations().(*node)
+	if r.Created {
+		// A new file has no xattrs: its first write needs no getxattr.
+		ch.mu.Lock()
+		ch.noCapsAt = time.Now()
+		ch.mu.Unlock()
+	}
 	if !r.Created && flags&syscall.O_TRUNC != 0 && r.Attr.Size > 0 {
 		if err := ch.truncate(ctx, 0); err != nil {
 			return nil, nil, 0, n.gw.errno("create", err)
