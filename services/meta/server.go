@@ -431,7 +431,7 @@ func (s *Server) runSyncer(ctx context.Context) {
 			return
 		case <-s.wakeSyncer:
 		}
-		if s.st.durableSeq.Load() >= s.st.committedSeq.Load() && s.st.durableCommits.Load() >= s.st.commits.Load() {
+		if s.st.durableCommits.Load() >= s.st.commits.Load() {
 			continue // a reply's own sync got there first
 		}
 		if err := s.st.syncWAL(); err != nil {
