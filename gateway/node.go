@@ -339,9 +339,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	ch := inode.Operations().(*node)
 	if r.Created {
 		// A new file has no xattrs: its first write needs no getxattr.
-		ch.mu.Lock()
-		ch.noCapsAt = time.Now()
-		ch.mu.Unlock()
+		ch.noteNoCaps()
 	}
 	if !r.Created && flags&syscall.O_TRUNC != 0 && r.Attr.Size > 0 {
 		if err := ch.truncate(ctx, 0); err != nil {
@@ -502,9 +500,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		var r api.XattrResp
 		if err := n.gw.metaCall(ctx, api.OpGetXattr, api.XattrReq{Ino: n.ino(), Name: attr}, &r); err != nil {
 			if caps && api.CodeOf(err) == api.CodeNoAttr {
-				n.mu.Lock()
-				n.noCapsAt = time.Now()
-				n.mu.Unlock()
+				n.noteNoCaps()
 			}
 			return 0, n.gw.errno("getxattr", err)
 		}
@@ -528,6 +524,13 @@ func (n *node) knownNoCaps() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return !n.noCapsAt.IsZero() && time.Since(n.noCapsAt) < n.gw.cfg.AttrTimeout
+}
+
+// noteNoCaps records that the file has no security.capability xattr now.
+func (n *node) noteNoCaps() {
+	n.mu.Lock()
+	n.noCapsAt = time.Now()
+	n.mu.Unlock()
 }
 
 // xattrsChanged drops what this node knows of its xattrs and attributes.

@@ -49,8 +49,9 @@ func runSetstripe(ctx context.Context, args []string) error {
 	// Check against the OSTs that are up before anything is created, so
 	// bad input changes nothing and the error says what is wrong (through
 	// the mount it would only be EINVAL).
+	_, statErr := os.Lstat(path)
 	dir := path
-	if _, err := os.Lstat(path); err != nil {
+	if statErr != nil {
 		dir = filepath.Dir(path)
 	}
 	if st, _, err := clusterStatFS(ctx, dir, "", ""); err == nil {
@@ -60,7 +61,7 @@ func runSetstripe(ctx context.Context, args []string) error {
 	}
 	value := l.XattrValue()
 	created := false
-	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+	if errors.Is(statErr, os.ErrNotExist) {
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 		if err != nil {
 			return err
