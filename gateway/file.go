@@ -89,34 +89,90 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	if err := n.gw.writeSlots.Acquire(context.WithoutCancel(ctx), int64(len(data))); err != nil {
 		return 0, n.gw.errno("write", err)
 	}
+	// The kernel reuses data once we return: keep a copy for the OSTs.
+	buf := n.gw.buffers.get(len(data))
+	copy(*buf, data)
+
+	n.gw.trackWritten(n) // before n.mu: see the lock order on node
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	// Overlapping writes reach the OSTs in order: wait for any in flight.
-	for n.overlapsLocked(ext) {
+	for {
+		if p := n.pending; p != nil && p.overlaps(ext) {
+			n.sendPendingLocked()
+		}
+		if !n.overlapsLocked(ext) {
+			break
+		}
 		n.wbDone.Wait()
 	}
 	if err := n.takeWriteErrLocked(); err != nil {
-		n.mu.Unlock()
+		n.gw.buffers.put(buf)
 		n.gw.writeSlots.Release(int64(len(data)))
 		return 0, n.gw.errno("write", err)
 	}
-	n.inflight = append(n.inflight, ext)
 	if uint64(ext.end) > n.attr.Size {
 		n.attr.Size = uint64(ext.end)
 	}
 	n.attr.Mtime = time.Now().UnixNano()
 	n.dirty = true
-	n.mu.Unlock()
-	n.gw.trackWritten(n)
 
-	// The kernel reuses data once we return: keep a copy for the OSTs.
-	buf := n.gw.buffers.get(len(data))
-	copy(*buf, data)
+	if p := n.pending; p != nil && p.layout == l && p.end() == off && len(*p.buf)+len(data) <= cap(*p.buf) {
+		*p.buf = append(*p.buf, data...)
+		n.gw.buffers.put(buf)
+		if len(*p.buf) == cap(*p.buf) {
+			n.sendPendingLocked()
+		}
+		return uint32(len(data)), 0
+	}
+	n.sendPendingLocked()
+	if len(n.inflight) > 0 && cap(*buf) == pooledBufferSize && len(data) < pooledBufferSize {
+		n.pending = &pendingWrite{off: off, buf: buf, layout: l}
+	} else {
+		n.sendLocked(l, off, buf)
+	}
+	return uint32(len(data)), 0
+}
+
+// pendingWrite is write-behind not sent yet. While a file has writes in
+// flight, a small write that continues the previous one joins it here, and
+// they go to the OSTs as one request: the kernel cuts every unaligned write
+// at partial pages, and many programs write in small pieces, so this turns
+// runs of small requests (each an OST read-modify-write of a checksum
+// block) into a few large ones. It is sent when it fills its buffer, when
+// a write in flight completes (so it waits no longer than one OST round
+// trip, and never when nothing is in flight), or when anything needs the
+// data on the OSTs (overlapping I/O, flush, fsync, truncate).
+type pendingWrite struct {
+	off    int64
+	buf    *[]byte
+	layout *api.Layout
+}
+
+func (p *pendingWrite) end() int64 { return p.off + int64(len(*p.buf)) }
+
+func (p *pendingWrite) overlaps(e extent) bool { return p.off < e.end && e.off < p.end() }
+
+// sendPendingLocked sends the pending write, if any.
+func (n *node) sendPendingLocked() {
+	if p := n.pending; p != nil {
+		n.pending = nil
+		n.sendLocked(p.layout, p.off, p.buf)
+	}
+}
+
+// sendLocked starts writing buf at off to the OSTs; the buffer and its
+// write-behind slots are given back when the write completes.
+func (n *node) sendLocked(l *api.Layout, off int64, buf *[]byte) {
+	ext := extent{off, off + int64(len(*buf))}
+	n.inflight = append(n.inflight, ext)
 	go func() {
 		touched := map[int]bool{}
-		werr := n.gw.writeExtent(context.Background(), l, off, (*buf)[:len(data)], touched)
+		werr := n.gw.writeExtent(context.Background(), l, off, *buf, touched)
+		n.gw.writeSlots.Release(int64(len(*buf)))
 		n.gw.buffers.put(buf)
-		n.gw.writeSlots.Release(int64(len(data)))
 		n.mu.Lock()
+		defer n.mu.Unlock()
 		if n.touched == nil {
 			n.touched = map[int]bool{}
 		}
@@ -124,14 +180,13 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 			n.touched[s] = true
 		}
 		if werr != nil && n.wbErr == nil {
-			n.gw.log.Warn("write-behind failed", "ino", n.ino(), "offset", off, "len", len(data), "err", werr)
+			n.gw.log.Warn("write-behind failed", "ino", n.ino(), "offset", ext.off, "len", ext.end-ext.off, "err", werr)
 			n.wbErr = werr
 		}
 		n.inflight = slices.DeleteFunc(n.inflight, func(e extent) bool { return e == ext })
+		n.sendPendingLocked()
 		n.wbDone.Broadcast()
-		n.mu.Unlock()
 	}()
-	return uint32(len(data)), 0
 }
 
 func (n *node) overlapsLocked(e extent) bool {
@@ -154,6 +209,9 @@ func (n *node) takeWriteErrLocked() error {
 func (n *node) waitWrites(e *extent) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if p := n.pending; p != nil && (e == nil || p.overlaps(*e)) {
+		n.sendPendingLocked()
+	}
 	for len(n.inflight) > 0 && (e == nil || n.overlapsLocked(*e)) {
 		n.wbDone.Wait()
 	}

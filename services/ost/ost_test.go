@@ -525,6 +525,26 @@ func TestMalformedFrames(t *testing.T) {
 	}
 }
 
+// A write skips reserving its blocks only when the file system has room to
+// spare beyond it; a small or nearly full one always reserves (TestNoSpace).
+func TestRoomAfter(t *testing.T) {
+	const mib, gib = 1 << 20, 1 << 30
+	for _, c := range []struct {
+		avail, total, n int64
+		want            bool
+	}{
+		{74 * gib, 252 * gib, mib, true},
+		{4 * gib, 252 * gib, mib, false}, // under 2% of the file system left
+		{3 * mib, 4 * mib, 4096, false},  // a small file system always reserves
+		{300 * mib, gib, 8 * mib, true},  // 284 MiB left beyond the write
+		{270 * mib, gib, 8 * mib, false}, // 254 MiB: under the 256 MiB margin
+	} {
+		if got := roomAfter(c.avail, c.total, c.n); got != c.want {
+			t.Errorf("roomAfter(avail %d, total %d, write %d) = %v, want %v", c.avail, c.total, c.n, got, c.want)
+		}
+	}
+}
+
 func TestNoSpace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a small tmpfs as the data directory")

@@ -433,6 +433,25 @@ func (s *store) reserve(f *os.File, off, n int64) error {
 	return fmt.Errorf("reserving %d bytes at %d of %s: %w", n, off, filepath.Base(f.Name()), err)
 }
 
+// ampleRoom reports whether f's file system has so much space available
+// that a write of n bytes cannot run out of it: beyond twice n (data,
+// checksums, file system metadata) at least 256 MiB or 2% of the file
+// system, whichever is more, remains for the writes running at the same
+// time. A statfs of an open file costs about a microsecond.
+func ampleRoom(f *os.File, n int64) bool {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return roomAfter(int64(st.Bavail)*st.Bsize, int64(st.Blocks)*st.Bsize, n)
+}
+
+// roomAfter is ampleRoom's arithmetic: avail and total bytes, a write of n.
+func roomAfter(avail, total, n int64) bool {
+	margin := max(256<<20, total/50)
+	return avail-2*n > margin
+}
+
 // write stores p at off in obj, creating it, and returns the object size.
 func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, durable bool) (int64, error) {
 	if err := ctx.Err(); err != nil {
@@ -504,12 +523,18 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 		}
 	}
 
-	// Nothing has changed yet: reserve the space, then write.
-	if err := s.reserve(h.data, off, int64(len(p))); err != nil {
-		return 0, err
-	}
-	if err := s.reserve(h.crc, slotOffset(first), nb*slotSize); err != nil {
-		return 0, err
+	// Nothing has changed yet. Short of room, reserve the space first so
+	// that a full disk refuses the write whole. With ample room, skip it:
+	// on ext4 every reservation leaves unwritten extents that writeback
+	// must convert, which made fsync after small strided writes six times
+	// slower here.
+	if !ampleRoom(h.data, int64(len(p))) {
+		if err := s.reserve(h.data, off, int64(len(p))); err != nil {
+			return 0, err
+		}
+		if err := s.reserve(h.crc, slotOffset(first), nb*slotSize); err != nil {
+			return 0, err
+		}
 	}
 	if first > blocksFor(size) {
 		// Blocks between the old end and this write become holes: drop
