@@ -20,6 +20,12 @@ type OSTClient struct {
 	Timeout time.Duration
 	// MaxIdle is the number of idle connections kept per OST; zero means 16.
 	MaxIdle int
+	// Sockets, when set, names the Unix sockets of OSTs on this machine:
+	// new connections to them use the socket (here several times the
+	// throughput of TCP over loopback), and TCP if it cannot be dialled.
+	Sockets interface {
+		LocalSocket(addr string) (path string, ok bool)
+	}
 
 	mu     sync.Mutex
 	idle   map[string][]net.Conn
@@ -58,6 +64,13 @@ func (c *OSTClient) get(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	c.mu.Unlock()
 	d := net.Dialer{Timeout: c.timeout()}
+	if c.Sockets != nil {
+		if path, ok := c.Sockets.LocalSocket(addr); ok {
+			if conn, err := d.DialContext(ctx, "unix", path); err == nil {
+				return conn, nil
+			}
+		}
+	}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		if ctx.Err() != nil {

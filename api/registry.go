@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,7 +19,21 @@ type OSTInfo struct {
 	Index uint32 `json:"index"`
 	UUID  string `json:"uuid"`
 	Addr  string `json:"addr"`
+	// Socket is a Unix socket serving the same data path, for clients on
+	// the OST's own machine, which Host names (its boot id, see HostID).
+	Socket string `json:"socket,omitempty"`
+	Host   string `json:"host,omitempty"`
 }
+
+// HostID names this machine for the life of its kernel (the boot id), so
+// that a client can tell an OST on its own machine; "" if unknown.
+var HostID = sync.OnceValue(func() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+})
 
 // OSTKey is where a live OST registers itself (leased: gone when it dies).
 func OSTKey(fsname string, index uint32) string {
@@ -116,6 +131,20 @@ func (r *OSTRegistry) Lookup(index uint32) (OSTInfo, bool) {
 	defer r.mu.RUnlock()
 	info, ok := r.osts[index]
 	return info, ok
+}
+
+// LocalSocket returns the Unix socket of the live OST at addr when that OST
+// runs on this machine.
+func (r *OSTRegistry) LocalSocket(addr string) (string, bool) {
+	host := HostID()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, info := range r.osts {
+		if info.Addr == addr && info.Socket != "" && host != "" && info.Host == host {
+			return info.Socket, true
+		}
+	}
+	return "", false
 }
 
 // List returns the live OSTs ordered by index.

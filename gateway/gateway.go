@@ -119,12 +119,15 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	lg = lg.With("component", "gateway", "mount", cfg.Mountpoint)
+	osts := api.NewOSTRegistry(deps.Etcd, cfg.FSName, lg)
+	ost := api.NewOSTClient(cfg.OSTTimeout)
+	ost.Sockets = osts
 	return &Gateway{
 		cfg:        cfg,
 		log:        lg,
 		meta:       api.NewMetaClient(deps.NATS, cfg.FSName, cfg.MetaTimeout),
-		ost:        api.NewOSTClient(cfg.OSTTimeout),
-		osts:       api.NewOSTRegistry(deps.Etcd, cfg.FSName, lg),
+		ost:        ost,
+		osts:       osts,
 		ready:      make(chan struct{}),
 		writeSlots: semaphore.NewWeighted(maxWriteBehind),
 		written:    map[uint64]*node{},

@@ -158,6 +158,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	s.reg = api.NewOSTRegistry(s.etcd, s.cfg.FSName, s.log)
 	s.ost = api.NewOSTClient(s.cfg.OSTTimeout)
+	s.ost.Sockets = s.reg
 	defer s.ost.Close()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/stria/stria/api"
@@ -38,6 +39,11 @@ type Config struct {
 	Index int `json:"index"`
 	// LeaseTTL is the TTL of the etcd registration lease; default 10s.
 	LeaseTTL time.Duration `json:"lease-ttl"`
+	// Socket is a Unix socket serving the data path to clients on this
+	// machine, besides Listen: empty means ost.sock in DataDir, "none" no
+	// socket. If it cannot be opened (a path too long for a Unix socket,
+	// say) the OST logs why and serves TCP alone.
+	Socket string `json:"socket"`
 }
 
 // NewConfig returns a Config with every default set and Index -1.
@@ -53,6 +59,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.FSName, "fsname", c.FSName, "file system name")
 	fs.IntVar(&c.Index, "index", c.Index, "OST index, -1 to allocate the lowest free one")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "TTL of the etcd registration lease")
+	fs.StringVar(&c.Socket, "socket", c.Socket, "Unix socket for clients on this machine (default: ost.sock in the data directory; none: no socket)")
 }
 
 // Validate fills empty fields with their defaults and checks the rest.
@@ -65,6 +72,16 @@ func (c *Config) Validate() error {
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.Socket == "" && c.DataDir != "" {
+		c.Socket = filepath.Join(c.DataDir, "ost.sock")
+	}
+	if c.Socket != "none" && c.Socket != "" {
+		abs, err := filepath.Abs(c.Socket)
+		if err != nil {
+			return fmt.Errorf("ost config: socket %q: %w", c.Socket, err)
+		}
+		c.Socket = abs
 	}
 	var errs []error
 	if c.DataDir == "" {

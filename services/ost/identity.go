@@ -238,9 +238,13 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // register keeps api.OSTInfo at api.OSTKey under a lease until ctx ends,
 // re-granting and re-registering whenever the lease is lost, and revokes
 // the lease at the end so the OST disappears at once.
-func (s *Server) register(ctx context.Context, idx uint32, addr string) {
+func (s *Server) register(ctx context.Context, idx uint32, addr string, socket bool) {
 	key := api.OSTKey(s.cfg.FSName, idx)
-	val, _ := json.Marshal(api.OSTInfo{Index: idx, UUID: s.id.UUID, Addr: addr}) // plain struct
+	info := api.OSTInfo{Index: idx, UUID: s.id.UUID, Addr: addr}
+	if socket {
+		info.Socket, info.Host = s.cfg.Socket, api.HostID()
+	}
+	val, _ := json.Marshal(info) // plain struct
 	ttl := int64((s.cfg.LeaseTTL + time.Second - 1) / time.Second)
 	for ctx.Err() == nil {
 		var lease clientv3.LeaseID

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -603,6 +604,86 @@ func TestNoSpace(t *testing.T) {
 	}
 	if err := c.Write(ctx, addr, 0x6, 0, pattern(1, 1<<20), false); err != nil {
 		t.Fatalf("write after freeing space: %v", err)
+	}
+}
+
+// socketsFor answers LocalSocket for one OST address and counts the asks.
+type socketsFor struct {
+	addr, path string
+	asked      atomic.Int32
+}
+
+func (s *socketsFor) LocalSocket(addr string) (string, bool) {
+	s.asked.Add(1)
+	return s.path, addr == s.addr
+}
+
+// An OST serves its data path on a Unix socket too, registered with this
+// machine's boot id; a client on the machine dials it, and TCP when the
+// socket cannot be dialled.
+func TestUnixSocket(t *testing.T) {
+	cli := startEtcd(t)
+	cfg := testConfig(t, "sock")
+	o := startOST(t, cli, cfg, nil)
+	info, ok := registered(t, cli, cfg.FSName, o.Index())
+	if !ok {
+		t.Fatal("OST not registered")
+	}
+	if want := filepath.Join(cfg.DataDir, "ost.sock"); info.Socket != want || info.Host == "" || info.Host != api.HostID() {
+		t.Fatalf("registered socket %q on host %q, want %q on %q", info.Socket, info.Host, want, api.HostID())
+	}
+	ctx := t.Context()
+	const obj = 0x77
+	data := pattern(3, 200_000)
+	for _, path := range []string{info.Socket, filepath.Join(t.TempDir(), "absent.sock")} {
+		sockets := &socketsFor{addr: o.Addr(), path: path}
+		c := newClient(t)
+		c.Sockets = sockets
+		if err := c.Write(ctx, o.Addr(), obj, 0, data, false); err != nil {
+			t.Fatalf("write with socket %s: %v", path, err)
+		}
+		got := make([]byte, len(data))
+		if n, err := c.Read(ctx, o.Addr(), obj, 0, got); err != nil || !bytes.Equal(got[:n], data) {
+			t.Fatalf("read back with socket %s: %d bytes, %v", path, n, err)
+		}
+		if sockets.asked.Load() == 0 {
+			t.Fatal("the client never asked for a local socket")
+		}
+	}
+	// The socket is a full data path of its own.
+	conn, err := net.Dial("unix", info.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(header(api.ReqHeader{Op: api.OSTGetSize, Object: obj})); err != nil {
+		t.Fatal(err)
+	}
+	if h := readReply(t, conn); h == nil || h.Status != api.CodeOK || h.Value != uint64(len(data)) {
+		t.Fatalf("get-size over the socket: %+v, want size %d", h, len(data))
+	}
+	// A socket file a crash left behind does not keep the next start off it.
+	if err := o.stop(); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := net.Listen("unix", info.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+	if _, err := os.Lstat(info.Socket); err != nil {
+		t.Fatal(err)
+	}
+	o = startOST(t, cli, cfg, nil)
+	c := newClient(t)
+	c.Sockets = &socketsFor{addr: o.Addr(), path: info.Socket}
+	if size, err := c.Stat(ctx, o.Addr(), obj); err != nil || size != int64(len(data)) {
+		t.Fatalf("after restart: size %d, %v", size, err)
+	}
+	if info, _ := registered(t, cli, cfg.FSName, o.Index()); info.Socket == "" {
+		t.Fatal("restarted OST registered no socket")
 	}
 }
 

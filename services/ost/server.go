@@ -143,18 +143,28 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("serving", "addr", addr, "data_dir", s.cfg.DataDir, "objects", s.store.objects.Load())
 
+	listeners := []net.Listener{ln}
+	socket := s.listenSocket(ctx)
+	if socket != nil {
+		listeners = append(listeners, socket)
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg, conns sync.WaitGroup
-	var serveErr error
-	wg.Go(func() {
-		serveErr = s.serve(ctx, ln, &conns)
-		cancel()
-	})
-	wg.Go(func() { s.register(ctx, idx, advertise) })
+	serveErrs := make([]error, len(listeners))
+	for i, l := range listeners {
+		wg.Go(func() {
+			serveErrs[i] = s.serve(ctx, l, &conns)
+			cancel()
+		})
+	}
+	wg.Go(func() { s.register(ctx, idx, advertise, socket != nil) })
 
 	<-ctx.Done()
-	ln.Close()
+	for _, l := range listeners {
+		l.Close()
+	}
 	s.connMu.Lock()
 	for c := range s.conns {
 		c.Close()
@@ -163,10 +173,34 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Wait()
 	conns.Wait()
 	s.log.Info("stopped")
-	if serveErr != nil {
-		return fmt.Errorf("ost: %w", serveErr)
+	if err := errors.Join(serveErrs...); err != nil {
+		return fmt.Errorf("ost: %w", err)
 	}
 	return nil
+}
+
+// listenSocket opens the Unix socket (Config.Socket) for clients on this
+// machine. Without it they use TCP, so a failure is logged, not fatal.
+func (s *Server) listenSocket(ctx context.Context) net.Listener {
+	path := s.cfg.Socket
+	if path == "none" || path == "" {
+		return nil
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			s.log.Warn("another process serves the Unix socket; clients on this machine use TCP", "socket", path)
+			return nil
+		}
+		os.Remove(path) // left by an OST that died
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "unix", path)
+	if err != nil {
+		s.log.Warn("no Unix socket; clients on this machine use TCP", "socket", path, "err", err)
+		return nil
+	}
+	return ln
 }
 
 // serve accepts connections until ln is closed.
@@ -210,6 +244,14 @@ func (s *Server) serve(ctx context.Context, ln net.Listener, conns *sync.WaitGro
 	}
 }
 
+// peer names a connection's remote end for logs.
+func peer(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil && a.String() != "" {
+		return a.String()
+	}
+	return c.LocalAddr().Network()
+}
+
 // isTemporary reports errors such as EMFILE that a later accept may not see.
 func isTemporary(err error) bool {
 	var t interface{ Temporary() bool }
@@ -227,7 +269,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	for {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
-				s.log.Debug("connection ended", "remote", c.RemoteAddr().String(), "err", err)
+				s.log.Debug("connection ended", "remote", peer(c), "err", err)
 			}
 			return
 		}
@@ -236,12 +278,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		if err != nil {
 			if !framed(hdr[:], h) {
 				// The stream may be out of step: answer, then hang up.
-				s.log.Warn("malformed request; closing the connection", "remote", c.RemoteAddr().String(), "err", err)
+				s.log.Warn("malformed request; closing the connection", "remote", peer(c), "err", err)
 				api.WriteResponse(c, scratch, 0, nil, err)
 				return
 			}
 			// A well-framed request we refuse: skip its payload and go on.
-			s.log.Warn("invalid request", "remote", c.RemoteAddr().String(), "err", err)
+			s.log.Warn("invalid request", "remote", peer(c), "err", err)
 			if _, err := br.Discard(int(h.PayloadLen)); err != nil {
 				return
 			}
@@ -253,7 +295,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		}
 		if err := s.handle(ctx, c, br, h, scratch); err != nil {
 			if ctx.Err() == nil {
-				s.log.Debug("connection failed", "remote", c.RemoteAddr().String(), "err", err)
+				s.log.Debug("connection failed", "remote", peer(c), "err", err)
 			}
 			return
 		}
