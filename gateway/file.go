@@ -37,7 +37,14 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 	}
 	n.opened()
-	return &handle{}, 0, 0
+	// close(2) of a read-only file has nothing to flush: spare it the
+	// FLUSH round trip. (Locks are the kernel's own, so FLUSH need not
+	// release any; cross-client locks will change that.)
+	var fuseFlags uint32
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		fuseFlags = fuse.FOPEN_NOFLUSH
+	}
+	return &handle{}, fuseFlags, 0
 }
 
 func (n *node) refreshIfStale(ctx context.Context) error {
