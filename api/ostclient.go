@@ -9,6 +9,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // OSTClient talks the data path to any number of OSTs, keeping a pool of
@@ -28,13 +30,29 @@ type OSTClient struct {
 	}
 
 	mu     sync.Mutex
-	idle   map[string][]net.Conn
+	idle   map[string][]*ostConn
 	closed bool
+}
+
+// ostConn is one connection of the pool, with the OST's shared read region
+// mapped read-only once asked for (Unix socket connections only).
+type ostConn struct {
+	net.Conn
+	shared   []byte
+	noShared bool // the OST cannot share: read through the socket
+}
+
+func (c *ostConn) Close() error {
+	if c.shared != nil {
+		unix.Munmap(c.shared)
+		c.shared = nil
+	}
+	return c.Conn.Close()
 }
 
 // NewOSTClient returns a client with the given per-request bound.
 func NewOSTClient(timeout time.Duration) *OSTClient {
-	return &OSTClient{Timeout: timeout, idle: make(map[string][]net.Conn)}
+	return &OSTClient{Timeout: timeout, idle: make(map[string][]*ostConn)}
 }
 
 // Close drops all idle connections.
@@ -50,7 +68,7 @@ func (c *OSTClient) Close() {
 	c.idle = nil
 }
 
-func (c *OSTClient) get(ctx context.Context, addr string) (net.Conn, error) {
+func (c *OSTClient) get(ctx context.Context, addr string) (*ostConn, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -67,7 +85,7 @@ func (c *OSTClient) get(ctx context.Context, addr string) (net.Conn, error) {
 	if c.Sockets != nil {
 		if path, ok := c.Sockets.LocalSocket(addr); ok {
 			if conn, err := d.DialContext(ctx, "unix", path); err == nil {
-				return conn, nil
+				return &ostConn{Conn: conn}, nil
 			}
 		}
 	}
@@ -81,10 +99,10 @@ func (c *OSTClient) get(ctx context.Context, addr string) (net.Conn, error) {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	return conn, nil
+	return &ostConn{Conn: conn, noShared: true}, nil
 }
 
-func (c *OSTClient) put(addr string, conn net.Conn) {
+func (c *OSTClient) put(addr string, conn *ostConn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	maxIdle := c.MaxIdle
@@ -96,7 +114,7 @@ func (c *OSTClient) put(addr string, conn net.Conn) {
 		return
 	}
 	if c.idle == nil {
-		c.idle = make(map[string][]net.Conn)
+		c.idle = make(map[string][]*ostConn)
 	}
 	c.idle[addr] = append(c.idle[addr], conn)
 }
@@ -112,16 +130,42 @@ func (c *OSTClient) timeout() time.Duration {
 // dest (reads) or is returned (statfs). A transport failure closes the
 // connection; an error reply from the OST keeps it.
 func (c *OSTClient) roundTrip(ctx context.Context, addr string, h ReqHeader, payload, dest []byte) (RespHeader, []byte, error) {
-	if err := ctx.Err(); err != nil {
+	if err := c.checkSizes(ctx, payload, dest); err != nil {
 		return RespHeader{}, nil, err
-	}
-	if len(payload) > MaxFramePayload || len(dest) > MaxFramePayload {
-		return RespHeader{}, nil, Errorf(CodeInvalid, "request of %d bytes exceeds the %d-byte frame limit", max(len(payload), len(dest)), MaxFramePayload)
 	}
 	conn, err := c.get(ctx, addr)
 	if err != nil {
 		return RespHeader{}, nil, err
 	}
+	resp, body, inStep, err := c.exchange(ctx, conn, addr, h, payload, dest)
+	c.release(addr, conn, inStep)
+	return resp, body, err
+}
+
+func (c *OSTClient) checkSizes(ctx context.Context, payload, dest []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(payload) > MaxFramePayload || len(dest) > MaxFramePayload {
+		return Errorf(CodeInvalid, "request of %d bytes exceeds the %d-byte frame limit", max(len(payload), len(dest)), MaxFramePayload)
+	}
+	return nil
+}
+
+// release gives a connection back after exchange: to the pool if it is
+// still in step, else closed.
+func (c *OSTClient) release(addr string, conn *ostConn, inStep bool) {
+	if inStep {
+		c.put(addr, conn)
+	} else {
+		conn.Close()
+	}
+}
+
+// exchange sends one request on conn and reads its reply. inStep says
+// whether conn may carry another request: not after a transport failure,
+// nor after a request the OST refused as invalid (it may hang up then).
+func (c *OSTClient) exchange(ctx context.Context, conn *ostConn, addr string, h ReqHeader, payload, dest []byte) (resp RespHeader, body []byte, inStep bool, err error) {
 	deadline := time.Now().Add(c.timeout())
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -136,46 +180,32 @@ func (c *OSTClient) roundTrip(ctx context.Context, addr string, h ReqHeader, pay
 	EncodeReqHeader(hdr[:], h)
 	bufs := net.Buffers{hdr[:], payload}
 	if _, err := bufs.WriteTo(conn); err != nil {
-		conn.Close()
-		return RespHeader{}, nil, c.transportErr(ctx, addr, err)
+		return resp, nil, false, c.transportErr(ctx, addr, err)
 	}
 	var rh [RespHeaderSize]byte
 	if _, err := io.ReadFull(conn, rh[:]); err != nil {
-		conn.Close()
-		return RespHeader{}, nil, c.transportErr(ctx, addr, err)
+		return resp, nil, false, c.transportErr(ctx, addr, err)
 	}
-	resp, err := DecodeRespHeader(rh[:])
-	if err != nil {
-		conn.Close()
-		return resp, nil, err
+	if resp, err = DecodeRespHeader(rh[:]); err != nil {
+		return resp, nil, false, err
 	}
-	var body []byte
 	if resp.Status == CodeOK && dest != nil {
 		if int(resp.PayloadLen) > len(dest) {
-			conn.Close()
-			return resp, nil, Errorf(CodeIO, "OST %s sent %d bytes for a %d-byte read", addr, resp.PayloadLen, len(dest))
+			return resp, nil, false, Errorf(CodeIO, "OST %s sent %d bytes for a %d-byte read", addr, resp.PayloadLen, len(dest))
 		}
 		body = dest[:resp.PayloadLen]
 	} else {
 		body = make([]byte, resp.PayloadLen)
 	}
 	if _, err := io.ReadFull(conn, body); err != nil {
-		conn.Close()
-		return resp, nil, c.transportErr(ctx, addr, err)
+		return resp, nil, false, c.transportErr(ctx, addr, err)
 	}
 	stop()
-	if resp.Status == CodeInvalid {
-		// The OST may close a connection after a request it could not
-		// make sense of: never reuse one.
-		conn.Close()
-	} else {
-		conn.SetDeadline(time.Time{})
-		c.put(addr, conn)
-	}
+	conn.SetDeadline(time.Time{})
 	if resp.Status != CodeOK {
-		return resp, nil, &Error{Code: resp.Status, Msg: "OST " + addr + ": " + string(body)}
+		return resp, nil, resp.Status != CodeInvalid, &Error{Code: resp.Status, Msg: "OST " + addr + ": " + string(body)}
 	}
-	return resp, body, nil
+	return resp, body, true, nil
 }
 
 func (c *OSTClient) transportErr(ctx context.Context, addr string, err error) error {
@@ -204,6 +234,113 @@ func (c *OSTClient) Write(ctx context.Context, addr string, obj uint64, off int6
 func (c *OSTClient) Read(ctx context.Context, addr string, obj uint64, off int64, dest []byte) (int, error) {
 	_, body, err := c.roundTrip(ctx, addr, ReqHeader{Op: OSTRead, Object: obj, Offset: uint64(off), Length: uint32(len(dest))}, nil, dest)
 	return len(body), err
+}
+
+// sharedRegionSize is what a gateway asks for: a 1 MiB FUSE read with the
+// 64 KiB checksum blocks at both of its edges.
+const sharedRegionSize = 1<<20 + 128<<10
+
+// ReadShared reads like Read but, from an OST on this machine, lets the OST
+// leave the bytes in memory it shares with this client instead of copying
+// them through the socket: data then points into that memory, valid until
+// done is called, which must happen once. Otherwise (TCP, an OST that
+// cannot share, a read larger than the region) it reads into dest, and
+// done does nothing.
+func (c *OSTClient) ReadShared(ctx context.Context, addr string, obj uint64, off int64, dest []byte) (data []byte, done func(), err error) {
+	if err := c.checkSizes(ctx, nil, dest); err != nil {
+		return nil, nil, err
+	}
+	conn, err := c.get(ctx, addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if conn.shared == nil && !conn.noShared {
+		if err := c.share(ctx, conn, addr); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+	}
+	h := ReqHeader{Op: OSTRead, Object: obj, Offset: uint64(off), Length: uint32(len(dest))}
+	if conn.shared == nil || len(dest)+2*StripeSizeUnit > len(conn.shared) {
+		_, body, inStep, err := c.exchange(ctx, conn, addr, h, nil, dest)
+		c.release(addr, conn, inStep)
+		return body, func() {}, err
+	}
+	h.Flags |= FlagShared
+	var place [8]byte
+	_, body, inStep, err := c.exchange(ctx, conn, addr, h, nil, place[:])
+	if err == nil {
+		var p SharedPlace
+		if p, err = DecodeSharedPlace(body, len(conn.shared), len(dest)); err == nil {
+			return conn.shared[p.Start : p.Start+p.Len], func() { c.put(addr, conn) }, nil
+		}
+		inStep = false
+	}
+	c.release(addr, conn, inStep)
+	return nil, nil, err
+}
+
+// share asks the OST at the other end of a Unix socket connection for a
+// shared read region and maps it read-only. An OST that cannot share marks
+// the connection so; an error means the connection is unusable.
+func (c *OSTClient) share(ctx context.Context, conn *ostConn, addr string) error {
+	uc, ok := conn.Conn.(*net.UnixConn)
+	if !ok {
+		conn.noShared = true
+		return nil
+	}
+	conn.SetDeadline(time.Now().Add(c.timeout()))
+	defer conn.SetDeadline(time.Time{})
+	var hdr [ReqHeaderSize]byte
+	EncodeReqHeader(hdr[:], ReqHeader{Op: OSTShare, Length: sharedRegionSize})
+	if _, err := uc.Write(hdr[:]); err != nil {
+		return c.transportErr(ctx, addr, err)
+	}
+	// The descriptor travels with the reply header's first bytes.
+	var rh [RespHeaderSize]byte
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := uc.ReadMsgUnix(rh[:], oob)
+	if err != nil {
+		return c.transportErr(ctx, addr, err)
+	}
+	fd := -1
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(msgs) == 1 {
+		if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil && len(fds) >= 1 {
+			fd = fds[0]
+			for _, extra := range fds[1:] {
+				unix.Close(extra)
+			}
+		}
+	}
+	if fd >= 0 {
+		defer unix.Close(fd)
+	}
+	if _, err := io.ReadFull(uc, rh[n:]); err != nil {
+		return c.transportErr(ctx, addr, err)
+	}
+	resp, err := DecodeRespHeader(rh[:])
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(io.Discard, uc, int64(resp.PayloadLen)); err != nil {
+		return c.transportErr(ctx, addr, err)
+	}
+	if resp.Status != CodeOK || fd < 0 {
+		conn.noShared = true // an OST that cannot share: read through the socket
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Size != sharedRegionSize {
+		conn.noShared = true
+		return nil
+	}
+	m, err := unix.Mmap(fd, 0, sharedRegionSize, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		conn.noShared = true
+		return nil
+	}
+	conn.shared = m
+	return nil
 }
 
 // Punch truncates object obj to size bytes (creating it if absent).

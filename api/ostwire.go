@@ -36,8 +36,17 @@ const (
 	// n being the 8-byte big-endian payload; without FlagKeepSize the
 	// object grows to cover the range.
 	OSTAllocate uint8 = 8
-	ostOpMax          = OSTAllocate
+	// OSTShare asks the OST, on a Unix socket connection, for a shared
+	// memory region of Length bytes (at most MaxSharedRegion); the reply
+	// carries its file descriptor (SCM_RIGHTS). Reads with FlagShared on
+	// that connection then leave their data there instead of in the reply,
+	// sparing two copies through the socket.
+	OSTShare uint8 = 9
+	ostOpMax       = OSTShare
 )
+
+// MaxSharedRegion bounds the region OSTShare sets up.
+const MaxSharedRegion = MaxFramePayload + 256<<10
 
 // Request flags.
 const (
@@ -45,7 +54,35 @@ const (
 	FlagSync uint32 = 1 << 0
 	// FlagKeepSize: OSTAllocate reserves space without growing the object.
 	FlagKeepSize uint32 = 1 << 1
+	// FlagShared: OSTRead leaves the data in the connection's shared
+	// region; the reply payload is SharedPlace (8 bytes), saying where.
+	FlagShared uint32 = 1 << 2
 )
+
+// SharedPlace is where a shared read left its data in the region: Len
+// bytes from Start (fewer than asked only at the end of the object).
+type SharedPlace struct{ Start, Len uint32 }
+
+// EncodeSharedPlace is the 8-byte reply payload of a shared read.
+func EncodeSharedPlace(p SharedPlace) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint32(b[0:], p.Start)
+	binary.BigEndian.PutUint32(b[4:], p.Len)
+	return b
+}
+
+// DecodeSharedPlace parses a shared read's reply payload and checks that
+// it lies within a region of size bytes and within the length asked.
+func DecodeSharedPlace(b []byte, size, asked int) (SharedPlace, error) {
+	if len(b) != 8 {
+		return SharedPlace{}, Errorf(CodeIO, "shared read reply of %d bytes, want 8", len(b))
+	}
+	p := SharedPlace{Start: binary.BigEndian.Uint32(b[0:]), Len: binary.BigEndian.Uint32(b[4:])}
+	if int64(p.Start)+int64(p.Len) > int64(size) || int(p.Len) > asked {
+		return p, Errorf(CodeIO, "shared read placed %d bytes at %d: outside the %d-byte region or the %d asked", p.Len, p.Start, size, asked)
+	}
+	return p, nil
+}
 
 // ReqHeader is a request's fixed part.
 type ReqHeader struct {
@@ -115,7 +152,7 @@ func DecodeReqHeader(b []byte) (ReqHeader, error) {
 	if h.Op == 0 || h.Op > ostOpMax {
 		return h, Errorf(CodeInvalid, "unknown OST operation %d", h.Op)
 	}
-	if h.PayloadLen > MaxFramePayload || h.Length > MaxFramePayload {
+	if h.PayloadLen > MaxFramePayload || h.Length > MaxFramePayload && h.Op != OSTShare {
 		return h, Errorf(CodeInvalid, "frame of %d/%d bytes exceeds %d", h.PayloadLen, h.Length, MaxFramePayload)
 	}
 	switch {
@@ -123,6 +160,8 @@ func DecodeReqHeader(b []byte) (ReqHeader, error) {
 		return h, Errorf(CodeInvalid, "allocate takes an 8-byte length")
 	case h.Op != OSTWrite && h.Op != OSTAllocate && h.PayloadLen != 0:
 		return h, Errorf(CodeInvalid, "operation %d takes no payload", h.Op)
+	case h.Op == OSTShare && (h.Length == 0 || h.Length > MaxSharedRegion):
+		return h, Errorf(CodeInvalid, "shared region of %d bytes: want 1..%d", h.Length, MaxSharedRegion)
 	}
 	if h.Offset > 1<<62 || h.Offset+uint64(h.PayloadLen)+uint64(h.Length) > 1<<62 {
 		return h, Errorf(CodeTooBig, "offset %d out of range", h.Offset)

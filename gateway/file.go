@@ -77,10 +77,11 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 	if err := n.waitWrites(&extent{off, off + int64(len(dest))}); err != nil {
 		return nil, n.gw.errno("read", err)
 	}
-	if err := n.gw.readExtent(ctx, l, off, dest); err != nil {
+	r, err := n.gw.readExtent(ctx, l, off, dest)
+	if err != nil {
 		return nil, n.gw.errno("read", err)
 	}
-	return fuse.ReadResultData(dest), 0
+	return r, 0
 }
 
 func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {

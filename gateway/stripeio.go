@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/stria/stria/api"
 )
 
@@ -59,27 +60,85 @@ func (g *Gateway) writeExtent(ctx context.Context, l *api.Layout, off int64, dat
 	return err
 }
 
-// readExtent fills dest from file offset off. Bytes an object does not hold
-// (holes, or past its end inside the file size) read as zeros.
-func (g *Gateway) readExtent(ctx context.Context, l *api.Layout, off int64, dest []byte) error {
+// readExtent reads len(dest) bytes at file offset off. Bytes an object does
+// not hold (holes, or past its end inside the file size) read as zeros.
+// Stripes on OSTs of this machine come straight from the memory they share
+// with us (see api.OSTClient.ReadShared), the others into dest; the result
+// keeps the shared memory until go-fuse has written it to the kernel.
+func (g *Gateway) readExtent(ctx context.Context, l *api.Layout, off int64, dest []byte) (*stripeRead, error) {
 	ctx = context.WithoutCancel(ctx) // see metaCall; OSTTimeout bounds it
 	pieces := l.MapExtent(off, len(dest), nil)
-	return forEach(len(pieces), func(i int) error {
+	r := &stripeRead{parts: make([][]byte, len(pieces)), dones: make([]func(), len(pieces))}
+	err := forEach(len(pieces), func(i int) error {
 		p := pieces[i]
 		obj := l.Objects[p.Stripe]
 		addr, err := g.ostAddr(obj.OST)
 		if err != nil {
 			return err
 		}
-		buf := dest[p.BufOff : p.BufOff+p.Len]
-		n, err := g.ost.Read(ctx, addr, obj.ObjID, p.ObjOff, buf)
+		data, done, err := g.ost.ReadShared(ctx, addr, obj.ObjID, p.ObjOff, dest[p.BufOff:p.BufOff+p.Len])
 		if err != nil {
 			g.log.Warn("read failed", "ost", obj.OST, "objid", obj.ObjID, "offset", p.ObjOff, "err", err)
 			return fmt.Errorf("read stripe %d (OST %d): %w", p.Stripe, obj.OST, err)
 		}
-		clear(buf[n:])
+		r.parts[i], r.dones[i] = data, done
 		return nil
 	})
+	if err != nil {
+		r.Done()
+		return nil, err
+	}
+	// Pieces come in file order; a short one ends in a hole or before the
+	// object's end: zeros.
+	slices := make([][]byte, 0, len(pieces))
+	for i, p := range pieces {
+		slices = append(slices, r.parts[i])
+		for gap := p.Len - len(r.parts[i]); gap > 0; {
+			z := zeros[:min(gap, len(zeros))]
+			slices = append(slices, z)
+			gap -= len(z)
+		}
+	}
+	r.parts, r.size = slices, len(dest)
+	return r, nil
+}
+
+// zeros backs the holes of reads; never written.
+var zeros = make([]byte, 1<<20)
+
+// stripeRead is a read's data as slices of OST shared memory, caller
+// buffers and zeros. It is a fuse.ReadResult that go-fuse writes to the
+// kernel with one writev (Slices), then calls Done, which gives the shared
+// memory back.
+type stripeRead struct {
+	parts [][]byte
+	dones []func()
+	size  int
+}
+
+func (r *stripeRead) Slices() ([][]byte, fuse.Status) { return r.parts, fuse.OK }
+
+func (r *stripeRead) Size() int { return r.size }
+
+// Bytes joins the parts, for a reader of the result that cannot take slices.
+func (r *stripeRead) Bytes(buf []byte) ([]byte, fuse.Status) {
+	if cap(buf) < r.size {
+		buf = make([]byte, r.size)
+	}
+	buf = buf[:0]
+	for _, p := range r.parts {
+		buf = append(buf, p...)
+	}
+	return buf, fuse.OK
+}
+
+func (r *stripeRead) Done() {
+	for i, done := range r.dones {
+		if done != nil {
+			done()
+			r.dones[i] = nil
+		}
+	}
 }
 
 // truncateObjects cuts (or extends) every stripe object to what a file of

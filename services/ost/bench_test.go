@@ -75,6 +75,31 @@ func BenchmarkRead1MiB(b *testing.B) {
 	}
 }
 
+// BenchmarkRead1MiBShared is BenchmarkRead1MiB for a client on the OST's
+// machine: over the Unix socket, the data left in shared memory.
+func BenchmarkRead1MiBShared(b *testing.B) {
+	o, addr := benchOST(b)
+	c := newClient(b)
+	c.Sockets = &socketsFor{addr: addr, path: o.cfg.Socket}
+	ctx := b.Context()
+	data := pattern(1, 1<<20)
+	for i := range 64 {
+		if err := c.Write(ctx, addr, 1, int64(i)<<20, data, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	buf := make([]byte, 1<<20)
+	b.SetBytes(int64(len(buf)))
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		got, done, err := c.ReadShared(ctx, addr, 1, int64(i%64)<<20, buf)
+		if err != nil || len(got) != len(buf) {
+			b.Fatal(len(got), err)
+		}
+		done()
+	}
+}
+
 // BenchmarkWrite4KiB measures the per-request cost: a small unaligned
 // overwrite (read-modify-write of one block).
 func BenchmarkWrite4KiB(b *testing.B) {

@@ -687,6 +687,108 @@ func TestUnixSocket(t *testing.T) {
 	}
 }
 
+// Reads through the memory an OST shares with a client on its machine
+// return what socket reads return, checksums verified; clients that cannot
+// share (TCP) read through the socket; bad share requests are refused.
+func TestSharedReads(t *testing.T) {
+	cli := startEtcd(t)
+	cfg := testConfig(t, "shared")
+	o := startOST(t, cli, cfg, nil)
+	info, _ := registered(t, cli, cfg.FSName, o.Index())
+	ctx := t.Context()
+	addr := o.Addr()
+	const B = BlockSize
+	const obj = 0x91
+	var m model
+	plain := newClient(t)
+	d := pattern(11, 3*B+500)
+	if err := plain.Write(ctx, addr, obj, 100, d, false); err != nil {
+		t.Fatal(err)
+	}
+	m.write(100, d)
+	if err := plain.Punch(ctx, addr, obj, 6*B); err != nil { // a hole to the end
+		t.Fatal(err)
+	}
+	m.punch(6 * B)
+
+	local := newClient(t)
+	local.Sockets = &socketsFor{addr: addr, path: info.Socket}
+	remote := newClient(t) // TCP only
+	cases := []struct{ off, n int }{{0, 10}, {100, 3*B + 500}, {B - 7, 14}, {5, 1 << 20}, {3 * B, 2 * B}, {6*B - 3, 100}, {7 * B, 10}}
+	for _, c := range []*api.OSTClient{local, remote} {
+		for _, tc := range cases {
+			dest := make([]byte, tc.n)
+			data, done, err := c.ReadShared(ctx, addr, obj, int64(tc.off), dest)
+			if err != nil {
+				t.Fatalf("read %d at %d: %v", tc.n, tc.off, err)
+			}
+			want := m.read(int64(tc.off), tc.n)
+			if len(want) > 6*B-tc.off {
+				want = want[:max(6*B-tc.off, 0)]
+			}
+			if !bytes.Equal(data, want) {
+				t.Fatalf("read %d at %d: %d bytes, want %d; first difference at %d", tc.n, tc.off, len(data), len(want), firstDiff(data, want))
+			}
+			done()
+		}
+	}
+	// The shared path really is shared memory, not dest.
+	dest := make([]byte, 10)
+	data, done, err := local.ReadShared(ctx, addr, obj, 100, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &data[0] == &dest[0] {
+		t.Fatal("a local read came through the socket")
+	}
+	done()
+
+	// A flipped bit is found on the shared path too.
+	if err := plain.Sync(ctx, addr, obj); err != nil {
+		t.Fatal(err)
+	}
+	flipBit(t, objectPath(o.cfg.DataDir, obj), B+1234)
+	if _, _, err := local.ReadShared(ctx, addr, obj, B, make([]byte, 100)); codeOf(err) != api.CodeCorrupt {
+		t.Fatalf("shared read of a corrupt block: %v, want corrupt", err)
+	}
+
+	// Refusals: a share on TCP, sizes out of bounds, a shared read
+	// without a region. Each is an error reply on a working connection.
+	for _, tc := range []struct {
+		what    string
+		network string
+		h       api.ReqHeader
+	}{
+		{"share over TCP", "tcp", api.ReqHeader{Op: api.OSTShare, Length: 4096}},
+		{"empty region", "unix", api.ReqHeader{Op: api.OSTShare}},
+		{"huge region", "unix", api.ReqHeader{Op: api.OSTShare, Length: api.MaxSharedRegion + 1}},
+		{"shared read without region", "unix", api.ReqHeader{Op: api.OSTRead, Object: obj, Length: 10, Flags: api.FlagShared}},
+	} {
+		target := addr
+		if tc.network == "unix" {
+			target = info.Socket
+		}
+		conn, err := net.Dial(tc.network, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write(header(tc.h)); err != nil {
+			t.Fatal(err)
+		}
+		if h := readReply(t, conn); h == nil || h.Status != api.CodeInvalid {
+			t.Fatalf("%s: reply %+v, want invalid", tc.what, h)
+		}
+		if _, err := conn.Write(header(api.ReqHeader{Op: api.OSTGetSize, Object: obj})); err != nil {
+			t.Fatal(err)
+		}
+		if h := readReply(t, conn); h == nil || h.Status != api.CodeOK || h.Value != 6*B {
+			t.Fatalf("%s: the connection no longer serves: %+v", tc.what, h)
+		}
+		conn.Close()
+	}
+}
+
 // registered returns the OSTInfo under an OST's key, if any.
 func registered(t *testing.T, cli *clientv3.Client, fsname string, idx uint32) (api.OSTInfo, bool) {
 	t.Helper()

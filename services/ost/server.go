@@ -22,6 +22,7 @@ import (
 
 	"github.com/stria/stria/api"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sys/unix"
 )
 
 // requestTimeout bounds the reading of one request's payload and the
@@ -265,6 +266,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	}
 	br := bufio.NewReaderSize(c, 16<<10)
 	scratch := make([]byte, 4096)
+	var shared []byte // the connection's shared read region, see api.OSTShare
+	defer func() {
+		if shared != nil {
+			unix.Munmap(shared)
+		}
+	}()
 	var hdr [api.ReqHeaderSize]byte
 	for {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
@@ -293,7 +300,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			c.SetDeadline(time.Time{})
 			continue
 		}
-		if err := s.handle(ctx, c, br, h, scratch); err != nil {
+		if err := s.handle(ctx, c, br, h, scratch, &shared); err != nil {
 			if ctx.Err() == nil {
 				s.log.Debug("connection failed", "remote", peer(c), "err", err)
 			}
@@ -314,7 +321,7 @@ func framed(b []byte, h api.ReqHeader) bool {
 
 // handle serves one request whose header has been read. It returns an
 // error only when the connection can no longer be used.
-func (s *Server) handle(ctx context.Context, c net.Conn, br *bufio.Reader, h api.ReqHeader, scratch []byte) error {
+func (s *Server) handle(ctx context.Context, c net.Conn, br *bufio.Reader, h api.ReqHeader, scratch []byte, shared *[]byte) error {
 	var (
 		value   uint64
 		payload []byte
@@ -331,9 +338,26 @@ func (s *Server) handle(ctx context.Context, c net.Conn, br *bufio.Reader, h api
 		size, err = s.store.write(ctx, h.Object, int64(h.Offset), *bp, h.Flags&api.FlagSync != 0)
 		s.bufs.put(bp)
 		value = uint64(size)
+	case api.OSTShare:
+		return s.share(c, h, shared, scratch)
 	case api.OSTRead:
+		var into []byte
+		if h.Flags&api.FlagShared != 0 {
+			if into = *shared; into == nil {
+				err = api.Errorf(api.CodeInvalid, "a shared read on a connection without a shared region")
+				break
+			}
+		}
 		var res readResult
-		res, err = s.store.read(ctx, h.Object, int64(h.Offset), int(h.Length))
+		res, err = s.store.read(ctx, h.Object, int64(h.Offset), int(h.Length), into)
+		if err == nil && into != nil {
+			if res.buf != nil {
+				s.bufs.put(res.buf)
+			}
+			value = uint64(res.size)
+			payload = api.EncodeSharedPlace(api.SharedPlace{Start: uint32(res.hdr), Len: uint32(len(res.payload))})
+			break
+		}
 		if err == nil && res.buf != nil {
 			// Reply header and data in one write, without a copy.
 			buf := *res.buf
@@ -375,6 +399,40 @@ func (s *Server) handle(ctx context.Context, c net.Conn, br *bufio.Reader, h api
 		s.logFailure(h, err)
 	}
 	return api.WriteResponse(c, scratch, value, payload, err)
+}
+
+// share gives the connection a shared read region (api.OSTShare): memory
+// this OST reads objects into and the client maps read-only, its
+// descriptor sent with the reply. Without one the client reads through the
+// socket, so a failure here is an error reply, not a broken connection.
+func (s *Server) share(c net.Conn, h api.ReqHeader, shared *[]byte, scratch []byte) error {
+	uc, ok := c.(*net.UnixConn)
+	switch {
+	case !ok:
+		return api.WriteResponse(c, scratch, 0, nil, api.Errorf(api.CodeInvalid, "shared memory needs a Unix socket connection"))
+	case *shared != nil:
+		return api.WriteResponse(c, scratch, 0, nil, api.Errorf(api.CodeInvalid, "this connection already has a shared region"))
+	}
+	fd, err := unix.MemfdCreate("stria-ost-read", unix.MFD_CLOEXEC)
+	if err != nil {
+		return api.WriteResponse(c, scratch, 0, nil, api.Errorf(api.CodeUnavailable, "shared memory: %v", err))
+	}
+	defer unix.Close(fd)
+	var mem []byte
+	if err = unix.Ftruncate(fd, int64(h.Length)); err == nil {
+		mem, err = unix.Mmap(fd, 0, int(h.Length), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	}
+	if err != nil {
+		return api.WriteResponse(c, scratch, 0, nil, api.Errorf(api.CodeUnavailable, "shared memory: %v", err))
+	}
+	var hdr [api.RespHeaderSize]byte
+	api.EncodeRespHeader(hdr[:], api.RespHeader{})
+	if _, _, err := uc.WriteMsgUnix(hdr[:], unix.UnixRights(fd), nil); err != nil {
+		unix.Munmap(mem)
+		return err
+	}
+	*shared = mem
+	return nil
 }
 
 // logFailure records a failed request: server-side faults loudly, caller

@@ -593,14 +593,17 @@ func fdatasync(f *os.File) error {
 // reply header.
 type readResult struct {
 	buf     *[]byte
-	hdr     int
+	hdr     int // where payload starts in *buf, or in the shared region
 	payload []byte
 	size    int64
 }
 
-// read returns up to length bytes at off of obj, verified. The caller must
-// put res.buf back into the pool when it is not nil.
-func (s *store) read(ctx context.Context, obj uint64, off int64, length int) (readResult, error) {
+// read returns up to length bytes at off of obj, verified. The blocks
+// covering them are read into shared when it is not nil (a connection's
+// shared region, see api.OSTShare), else into a pooled buffer with room for
+// a reply header before the payload. The caller must put res.buf back into
+// the pool when it is not nil.
+func (s *store) read(ctx context.Context, obj uint64, off int64, length int, shared []byte) (readResult, error) {
 	if err := ctx.Err(); err != nil {
 		return readResult{}, err
 	}
@@ -625,7 +628,13 @@ func (s *store) read(ctx context.Context, obj uint64, off int64, length int) (re
 	rdStart := first * BlockSize
 	rdEnd := min((last+1)*BlockSize, size)
 
-	const hs = api.RespHeaderSize
+	hs := api.RespHeaderSize
+	if shared != nil {
+		if rdEnd-rdStart > int64(len(shared)) {
+			return readResult{}, api.Errorf(api.CodeInvalid, "a read of %d bytes at %d does not fit the %d-byte shared region", length, off, len(shared))
+		}
+		hs = 0
+	}
 	bp := s.bufs.get(hs + int(rdEnd-rdStart) + int(nb)*slotSize)
 	ok := false
 	defer func() {
@@ -634,8 +643,11 @@ func (s *store) read(ctx context.Context, obj uint64, off int64, length int) (re
 		}
 	}()
 	buf := *bp
-	data := buf[hs : hs+rdEnd-rdStart]
-	slots := buf[hs+rdEnd-rdStart:]
+	data := buf[hs : hs+int(rdEnd-rdStart)]
+	slots := buf[hs+int(rdEnd-rdStart):]
+	if shared != nil {
+		data = shared[:rdEnd-rdStart]
+	}
 	if _, err := h.data.ReadAt(data, rdStart); err != nil {
 		if errors.Is(err, io.EOF) {
 			return readResult{}, api.Errorf(api.CodeIO, "object %016x changed size under a read", obj)
@@ -653,8 +665,11 @@ func (s *store) read(ctx context.Context, obj uint64, off int64, length int) (re
 		}
 	}
 	ok = true
-	hdr := int(off - rdStart)
-	return readResult{buf: bp, hdr: hdr, payload: buf[hdr+hs : hs+end-rdStart], size: size}, nil
+	start := int(off - rdStart)
+	if shared != nil {
+		return readResult{buf: bp, hdr: start, payload: data[start : end-rdStart], size: size}, nil
+	}
+	return readResult{buf: bp, hdr: start, payload: buf[start+hs : hs+int(end-rdStart)], size: size}, nil
 }
 
 // punch truncates obj to size (extending it with a hole when larger),
