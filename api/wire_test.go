@@ -90,7 +90,11 @@ func FuzzDecodeReqHeader(f *testing.F) {
 		}
 		// Whatever decodes must encode back to the same bytes and stay
 		// within the limits.
-		if h.PayloadLen > MaxFramePayload || h.Length > MaxFramePayload || h.Op == 0 || h.Op > ostOpMax {
+		maxLength := uint32(MaxFramePayload)
+		if h.Op == OSTShare {
+			maxLength = MaxSharedRegion
+		}
+		if h.PayloadLen > MaxFramePayload || h.Length > maxLength || h.Op == 0 || h.Op > ostOpMax {
 			t.Fatalf("accepted out-of-range header %+v", h)
 		}
 		var again [ReqHeaderSize]byte
@@ -109,6 +113,21 @@ func FuzzDecodeRespHeader(f *testing.F) {
 		h, err := DecodeRespHeader(data)
 		if err == nil && h.PayloadLen > MaxFramePayload {
 			t.Fatalf("accepted payload %d", h.PayloadLen)
+		}
+	})
+}
+
+func FuzzDecodeSharedPlace(f *testing.F) {
+	f.Add(EncodeSharedPlace(SharedPlace{Start: 100, Len: 4096}), 1<<20, 4096)
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1}, 1<<20, 10)
+	f.Fuzz(func(t *testing.T, data []byte, size, asked int) {
+		p, err := DecodeSharedPlace(data, size, asked)
+		if err != nil {
+			return
+		}
+		// Whatever is accepted can be sliced out of the region safely.
+		if int64(p.Start)+int64(p.Len) > int64(size) || int(p.Len) > asked {
+			t.Fatalf("accepted %+v for a %d-byte region, %d asked", p, size, asked)
 		}
 	})
 }
