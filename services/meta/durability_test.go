@@ -507,3 +507,42 @@ func TestUpdateSizeSyncedInBackground(t *testing.T) {
 		t.Fatalf("size after restart %d", got)
 	}
 }
+
+// TestSyncerLeavesSizesToTheNextDurableReply: a size update waits for the
+// next durable change's WAL sync instead of costing one of its own (a small
+// file is a create, then a size update: two syncs per file before).
+func TestSyncerLeavesSizesToTheNextDurableReply(t *testing.T) {
+	h := newHarness(t, 1)
+	h.restart(func(s *Server) { s.syncerGrace = time.Hour })
+	f := h.mkfile(api.RootIno, "f")
+	h.must(api.OpUpdateSize, api.UpdateSizeReq{Ino: f, Size: 4096, Mtime: time.Now().UnixNano()}, nil)
+	syncs := h.srv.st.syncCalls.Load()
+	if h.srv.st.durableCommits.Load() >= h.srv.st.commits.Load() {
+		t.Fatal("the size update was synced at once")
+	}
+	h.mkfile(api.RootIno, "g")
+	if got := h.srv.st.syncCalls.Load() - syncs; got != 1 {
+		t.Fatalf("%d WAL syncs for one create after a size update, want 1", got)
+	}
+	if h.srv.st.durableCommits.Load() < h.srv.st.commits.Load() {
+		t.Fatal("the create's sync left the size update behind")
+	}
+	// Both survive a restart.
+	h.restart(func(s *Server) { s.syncerGrace = time.Hour })
+	if got := h.attr(f).Size; got != 4096 {
+		t.Fatalf("size after restart %d, want 4096", got)
+	}
+	// A clean stop syncs what the syncer was still holding back.
+	h.must(api.OpUpdateSize, api.UpdateSizeReq{Ino: f, Size: 8192, Mtime: time.Now().UnixNano()}, nil)
+	if h.srv.st.durableCommits.Load() >= h.srv.st.commits.Load() {
+		t.Fatal("the size update was synced at once")
+	}
+	old := h.srv.st
+	h.restart(nil)
+	if old.durableCommits.Load() < old.commits.Load() {
+		t.Fatalf("clean stop left commits %d..%d unsynced", old.durableCommits.Load()+1, old.commits.Load())
+	}
+	if got := h.attr(f).Size; got != 8192 {
+		t.Fatalf("size after a clean stop %d, want 8192", got)
+	}
+}

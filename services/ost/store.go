@@ -272,29 +272,27 @@ func (s *store) open(obj uint64, create bool) (*handle, error) {
 	}
 	path := s.dataPath(obj)
 	data, err := os.OpenFile(path, os.O_RDWR, 0)
-	created := false
 	if errors.Is(err, fs.ErrNotExist) {
 		if !create {
 			return nil, nil
 		}
-		data, err = s.create(obj, path)
-		created = err == nil
+		h, err := s.create(obj, path)
+		if err != nil {
+			return nil, fmt.Errorf("create object %016x: %w", obj, err)
+		}
+		return s.cache.add(h), nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open object %016x: %w", obj, err)
 	}
-	fresh := created
-	if !created {
-		// An empty object may lack its sidecar header after a crash
-		// during creation: nothing to complain about.
-		size, err := fileSize(data)
-		if err != nil {
-			data.Close()
-			return nil, err
-		}
-		fresh = size == 0
+	// An empty object may lack its sidecar header after a crash during
+	// creation: nothing to complain about.
+	size, err := fileSize(data)
+	if err != nil {
+		data.Close()
+		return nil, err
 	}
-	crc, err := s.openCRC(obj, path+".crc", fresh)
+	crc, err := s.openCRC(obj, path+".crc", size == 0)
 	if err != nil {
 		data.Close()
 		return nil, err
@@ -302,16 +300,23 @@ func (s *store) open(obj uint64, create bool) (*handle, error) {
 	return s.cache.add(&handle{obj: obj, data: data, crc: crc}), nil
 }
 
-// create makes a new object's data file. Any sidecar left by a destroy that
-// crashed half-way is reset first (openCRC with fresh=true).
-func (s *store) create(obj uint64, path string) (*os.File, error) {
+// create makes a new object: its sidecar first, emptied of anything a
+// destroy that crashed half-way left and given its header, then the data
+// file. Both stay open in the returned handle: a small file's object is
+// written once, so every open saved here is a large part of its cost.
+func (s *store) create(obj uint64, path string) (*handle, error) {
 	crc, err := os.OpenFile(path+".crc", os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	crc.Close()
+	hdr := crcHeader()
+	if _, err := crc.WriteAt(hdr[:], 0); err != nil {
+		crc.Close()
+		return nil, fmt.Errorf("write checksum header: %w", err)
+	}
 	data, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
+		crc.Close()
 		return nil, err
 	}
 	s.objects.Add(1)
@@ -319,7 +324,7 @@ func (s *store) create(obj uint64, path string) (*os.File, error) {
 	d.mu.Lock()
 	d.dirty = true
 	d.mu.Unlock()
-	return data, nil
+	return &handle{obj: obj, data: data, crc: crc}, nil
 }
 
 // openCRC opens an object's sidecar, writing the header when it is empty.
