@@ -12,8 +12,11 @@ import (
 )
 
 // handle is an open file. Per-file state lives on the node, shared by all
-// of the file's handles, as the kernel's page cache is.
-type handle struct{}
+// of the file's handles, as the kernel's page cache is; a handle keeps only
+// its reader's read-ahead.
+type handle struct {
+	ra readAhead // guarded by the node's mu
+}
 
 func (n *node) opened() {
 	n.mu.Lock()
@@ -77,6 +80,12 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 	if err := n.waitWrites(&extent{off, off + int64(len(dest))}); err != nil {
 		return nil, n.gw.errno("read", err)
 	}
+	if h, ok := fh.(*handle); ok {
+		n.noteRead(h, l, off, len(dest), size)
+		if got, ok := n.serveAhead(h, dest, off); ok {
+			return fuse.ReadResultData(dest[:got]), 0
+		}
+	}
 	r, err := n.gw.readExtent(ctx, l, off, dest)
 	if err != nil {
 		return nil, n.gw.errno("read", err)
@@ -124,6 +133,7 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	}
 	n.attr.Mtime = time.Now().UnixNano()
 	n.dirty = true
+	n.dataGen++
 
 	if p := n.pending; p != nil && p.layout == l && p.end() == off && len(*p.buf)+len(data) <= cap(*p.buf) {
 		*p.buf = append(*p.buf, data...)
@@ -293,6 +303,9 @@ func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 }
 
 func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	if h, ok := fh.(*handle); ok {
+		n.releaseAhead(h)
+	}
 	// Release comes after the last Flush; a failure there was reported to
 	// close(2). Try once more so the size is not left behind.
 	err := n.flushSize(ctx)

@@ -97,6 +97,8 @@ type Gateway struct {
 	// writeSlots bounds the bytes of write-behind in flight; buffers
 	// holds their copies.
 	writeSlots *semaphore.Weighted
+	// aheadBytes bounds the bytes strided read-ahead holds (readahead.go).
+	aheadBytes *semaphore.Weighted
 	buffers    bufferPool
 
 	// written holds the nodes with writes whose size and mtime meta has not
@@ -130,6 +132,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		osts:       osts,
 		ready:      make(chan struct{}),
 		writeSlots: semaphore.NewWeighted(maxWriteBehind),
+		aheadBytes: semaphore.NewWeighted(raTotalBytes),
 		written:    map[uint64]*node{},
 	}, nil
 }

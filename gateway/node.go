@@ -42,6 +42,10 @@ type node struct {
 	pending  *pendingWrite // see pendingWrite; sent before inflight empties
 	wbErr    error
 	wbDone   *sync.Cond // signalled (with mu) when a write completes
+
+	// dataGen counts changes to the file's bytes that this mount made or
+	// learnt of; read-ahead taken before one is not used after it.
+	dataGen uint64
 }
 
 type extent struct{ off, end int64 }
@@ -133,6 +137,9 @@ func (n *node) refresh(a api.Attr, l *api.Layout) {
 	}
 	if a.Ctime != n.attr.Ctime {
 		n.noCapsAt = time.Time{}
+	}
+	if a.Mtime != n.attr.Mtime || a.Size != n.attr.Size {
+		n.dataGen++ // perhaps another client's write
 	}
 	n.attr = a
 	n.attrAt = time.Now()
@@ -288,6 +295,7 @@ func (n *node) truncate(ctx context.Context, size uint64) error {
 	n.mu.Lock()
 	n.attr = r.Attr
 	n.attrAt = time.Now()
+	n.dataGen++
 	n.mu.Unlock()
 	return nil
 }

@@ -68,6 +68,9 @@ func BenchmarkVsLoopback(b *testing.B) {
 					}
 					record(fmt.Sprintf("seq write 1 GiB c%d, fsync (MB/s)", stripes), i, seqWrite(b, path, bigSize))
 					record(fmt.Sprintf("cold seq read 1 GiB c%d (MB/s)", stripes), i, seqRead(b, path, bigSize))
+					if stripes == 1 {
+						record("cold strided read, 47,008 B records, every other one (MB/s)", i, stridedRead(b, path, bigSize))
+					}
 					os.Remove(path)
 				}
 			}
@@ -184,6 +187,30 @@ func seqRead(b *testing.B, path string, size int) float64 {
 		b.Fatalf("read %d bytes, want %d", total, size)
 	}
 	return float64(size) / 1e6 / time.Since(start).Seconds()
+}
+
+// stridedRead reads every other 47,008-byte record of the first quarter of
+// the file at path (IOR's shared-file shape, one reader): the kernel's
+// read-ahead does not follow it.
+func stridedRead(b *testing.B, path string, size int) float64 {
+	const record = 47008
+	buf := make([]byte, record)
+	settle(b)
+	start := time.Now()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	total := 0
+	for off := int64(record); off+record <= int64(size/4); off += 2 * record {
+		n, err := f.ReadAt(buf, off)
+		if err != nil || n != record {
+			b.Fatalf("read at %d: %d bytes, %v", off, n, err)
+		}
+		total += n
+	}
+	return float64(total) / 1e6 / time.Since(start).Seconds()
 }
 
 // metaOps creates, stats and unlinks n empty files with the given number of

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -240,6 +241,65 @@ func TestPOSIX(t *testing.T) {
 			t.Fatal(err)
 		}
 		sameBytes(t, "whole file after close", mustRead(t, p), want)
+	})
+
+	t.Run("StridedReadsSeeWrites", func(t *testing.T) {
+		// Every other record, as IOR's readers take them: the gateway
+		// reads ahead of such a reader, and what it read must never hide
+		// a later write or truncate through this mount.
+		p := filepath.Join(dir(t), "strided")
+		setstripe(t, "-c", "2", "-S", "64K", p)
+		const rec, records = 47008, 120
+		want := randomData(7, rec*records)
+		mustWrite(t, p, want)
+		r, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		w, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		got := make([]byte, rec)
+		read := func(k int) {
+			t.Helper()
+			n, err := r.ReadAt(got, int64(k*rec))
+			if err != nil && !(errors.Is(err, io.EOF) && k*rec+n == len(want)) {
+				t.Fatalf("record %d: %d bytes, %v", k, n, err)
+			}
+			sameBytes(t, fmt.Sprintf("record %d", k), got[:n], want[k*rec:min((k+1)*rec, len(want))])
+		}
+		for k := 1; k <= 11; k += 2 {
+			read(k) // the last ones come from read-ahead
+		}
+		// Rewrite records read ahead but not yet read.
+		for k := 13; k < 40; k++ {
+			d := randomData(uint64(100+k), rec)
+			copy(want[k*rec:], d)
+			if _, err := w.WriteAt(d, int64(k*rec)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for k := 13; k < 61; k += 2 {
+			read(k)
+		}
+		// Cut the file inside records about to be read, then extend it
+		// again: what was cut reads as zeros.
+		if err := w.Truncate(int64(70*rec + 1000)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := r.ReadAt(got, int64(71*rec)); n != 0 || !errors.Is(err, io.EOF) {
+			t.Fatalf("record past the new end: %d bytes, %v", n, err)
+		}
+		if err := w.Truncate(int64(90 * rec)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want[:70*rec+1000], make([]byte, 20*rec-1000)...)
+		for k := 61; k < 90; k += 2 {
+			read(k)
+		}
 	})
 
 	t.Run("TruncateAcrossStripes", func(t *testing.T) {
