@@ -15,13 +15,20 @@ import (
 // of the file's handles, as the kernel's page cache is; a handle keeps only
 // its reader's read-ahead.
 type handle struct {
-	ra readAhead // guarded by the node's mu
+	reads bool      // opened for reading
+	ra    readAhead // guarded by the node's mu
 }
 
-func (n *node) opened() {
+// opened counts a new handle of the file and returns it.
+func (n *node) opened(flags uint32) *handle {
+	h := &handle{reads: flags&syscall.O_ACCMODE != syscall.O_WRONLY}
 	n.mu.Lock()
 	n.opens++
+	if h.reads {
+		n.readers++
+	}
 	n.mu.Unlock()
+	return h
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -39,7 +46,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			}
 		}
 	}
-	n.opened()
+	h := n.opened(flags)
 	// close(2) of a read-only file has nothing to flush: spare it the
 	// FLUSH round trip. (Locks are the kernel's own, so FLUSH need not
 	// release any; cross-client locks will change that.)
@@ -47,7 +54,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		fuseFlags = fuse.FOPEN_NOFLUSH
 	}
-	return &handle{}, fuseFlags, 0
+	return h, fuseFlags, 0
 }
 
 func (n *node) refreshIfStale(ctx context.Context) error {
@@ -303,7 +310,8 @@ func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 }
 
 func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
-	if h, ok := fh.(*handle); ok {
+	h, _ := fh.(*handle)
+	if h != nil {
 		n.releaseAhead(h)
 	}
 	// Release comes after the last Flush; a failure there was reported to
@@ -311,6 +319,9 @@ func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 	err := n.flushSize(ctx)
 	n.mu.Lock()
 	n.opens--
+	if h != nil && h.reads {
+		n.readers--
+	}
 	last := n.opens == 0
 	orphan := last && n.orphan
 	if orphan {

@@ -27,6 +27,7 @@ type node struct {
 	attrAt  time.Time
 	layout  *api.Layout
 	opens   int
+	readers int          // open handles that can read
 	orphan  bool         // unlinked while open: meta keeps it until release
 	dirty   bool         // size/mtime not yet told to meta
 	touched map[int]bool // stripes written since the last fsync
@@ -356,8 +357,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		out.Attr.Size = 0
 	}
-	ch.opened()
-	return inode, &handle{}, 0, 0
+	return inode, ch.opened(flags), 0, 0
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

@@ -121,7 +121,10 @@ func (n *node) noteRead(h *handle, l *api.Layout, off int64, length int, size in
 	}
 	clear(ra.window[len(keep):])
 	ra.window = keep
-	if ra.runs < raMinRuns || len(n.inflight) > 0 || n.pending != nil {
+	// Readers of one file through one mount share the kernel's page cache,
+	// whose read-ahead serves them together (IOR's readers on one client):
+	// prefetching for each would fetch every byte once per reader.
+	if ra.runs < raMinRuns || n.readers > 1 || len(n.inflight) > 0 || n.pending != nil {
 		return
 	}
 	next := ra.lastEnd
