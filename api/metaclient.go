@@ -37,12 +37,21 @@ func (c *MetaClient) Call(ctx context.Context, op string, req, resp any) error {
 	if err != nil {
 		return Errorf(CodeInvalid, "encoding %s request: %v", op, err)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
-		defer cancel()
+	subject := MetaSubject(c.fsname, op)
+	var msg *nats.Msg
+	if ctx.Done() == nil {
+		// Nothing can cancel this call (the gateway detaches its calls
+		// from interrupted FUSE requests): a plain request, whose timer
+		// NATS pools, costs less than a context with a deadline.
+		msg, err = c.nc.Request(subject, data, c.Timeout)
+	} else {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+			defer cancel()
+		}
+		msg, err = c.nc.RequestWithContext(ctx, subject, data)
 	}
-	msg, err := c.nc.RequestWithContext(ctx, MetaSubject(c.fsname, op), data)
 	if err != nil {
 		switch {
 		case errors.Is(err, context.Canceled):
