@@ -89,8 +89,8 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 	}
 	if h, ok := fh.(*handle); ok {
 		n.noteRead(h, l, off, len(dest), size)
-		if got, ok := n.serveAhead(h, dest, off); ok {
-			return fuse.ReadResultData(dest[:got]), 0
+		if n.serveAhead(h, dest, off) {
+			return fuse.ReadResultData(dest), 0
 		}
 	}
 	r, err := n.gw.readExtent(ctx, l, off, dest)

@@ -57,10 +57,10 @@ type prefetch struct {
 
 func (p *prefetch) end() int64 { return p.off + int64(p.length) }
 
-// serveAhead answers a read from the open file's prefetched chunks when
-// they hold all of it; ok is false when they do not. It waits for chunks
-// still in flight. Called without n.mu.
-func (n *node) serveAhead(h *handle, dest []byte, off int64) (int, bool) {
+// serveAhead fills dest with the bytes at off from the open file's
+// prefetched chunks when they hold all of them, and says whether they did.
+// It waits for chunks still in flight. Called without n.mu.
+func (n *node) serveAhead(h *handle, dest []byte, off int64) bool {
 	end := off + int64(len(dest))
 	n.mu.Lock()
 	var parts []*prefetch
@@ -76,7 +76,7 @@ func (n *node) serveAhead(h *handle, dest []byte, off int64) (int, bool) {
 	}
 	n.mu.Unlock()
 	if at < end {
-		return 0, false
+		return false
 	}
 	for _, p := range parts {
 		<-p.done
@@ -86,11 +86,11 @@ func (n *node) serveAhead(h *handle, dest []byte, off int64) (int, bool) {
 	copied := 0
 	for _, p := range parts {
 		if !n.usableLocked(p) {
-			return 0, false
+			return false
 		}
 		copied += copy(dest[copied:], p.data[off+int64(copied)-p.off:])
 	}
-	return copied, true
+	return true
 }
 
 // noteRead feeds a read to the skip detector and, once reads keep skipping

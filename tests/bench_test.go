@@ -168,25 +168,20 @@ func seqWrite(b *testing.B, path string, size int) float64 {
 
 func seqRead(b *testing.B, path string, size int) float64 {
 	buf := make([]byte, 1<<20)
-	settle(b)
-	start := time.Now()
-	f, err := os.Open(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	total := 0
-	for {
-		n, err := f.Read(buf)
-		total += n
-		if err != nil || n == 0 {
-			break
+	return timedRead(b, path, func(f *os.File) int {
+		total := 0
+		for {
+			n, err := f.Read(buf)
+			total += n
+			if err != nil || n == 0 {
+				break
+			}
 		}
-	}
-	if total != size {
-		b.Fatalf("read %d bytes, want %d", total, size)
-	}
-	return float64(size) / 1e6 / time.Since(start).Seconds()
+		if total != size {
+			b.Fatalf("read %d bytes, want %d", total, size)
+		}
+		return total
+	})
 }
 
 // stridedRead reads every other 47,008-byte record of the first quarter of
@@ -195,6 +190,22 @@ func seqRead(b *testing.B, path string, size int) float64 {
 func stridedRead(b *testing.B, path string, size int) float64 {
 	const record = 47008
 	buf := make([]byte, record)
+	return timedRead(b, path, func(f *os.File) int {
+		total := 0
+		for off := int64(record); off+record <= int64(size/4); off += 2 * record {
+			n, err := f.ReadAt(buf, off)
+			if err != nil || n != record {
+				b.Fatalf("read at %d: %d bytes, %v", off, n, err)
+			}
+			total += n
+		}
+		return total
+	})
+}
+
+// timedRead opens path from settled caches and returns the MB/s at which
+// read, given the open file, read the bytes it returns.
+func timedRead(b *testing.B, path string, read func(f *os.File) int) float64 {
 	settle(b)
 	start := time.Now()
 	f, err := os.Open(path)
@@ -202,15 +213,7 @@ func stridedRead(b *testing.B, path string, size int) float64 {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	total := 0
-	for off := int64(record); off+record <= int64(size/4); off += 2 * record {
-		n, err := f.ReadAt(buf, off)
-		if err != nil || n != record {
-			b.Fatalf("read at %d: %d bytes, %v", off, n, err)
-		}
-		total += n
-	}
-	return float64(total) / 1e6 / time.Since(start).Seconds()
+	return float64(read(f)) / 1e6 / time.Since(start).Seconds()
 }
 
 // metaOps creates, stats and unlinks n empty files with the given number of

@@ -444,8 +444,8 @@ const syncerGrace = 2 * time.Millisecond
 // off their reply path; one sync covers every change applied before it
 // starts, so a burst of them costs one or two.
 func (s *Server) runSyncer(ctx context.Context) {
-	grace := time.NewTimer(0)
-	<-grace.C
+	grace := time.NewTimer(s.syncerGrace)
+	grace.Stop() // started by each wake below
 	for {
 		select {
 		case <-ctx.Done():

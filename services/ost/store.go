@@ -309,10 +309,9 @@ func (s *store) create(obj uint64, path string) (*handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	hdr := crcHeader()
-	if _, err := crc.WriteAt(hdr[:], 0); err != nil {
+	if err := writeCRCHeader(crc, obj); err != nil {
 		crc.Close()
-		return nil, fmt.Errorf("write checksum header: %w", err)
+		return nil, err
 	}
 	data, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
@@ -343,10 +342,9 @@ func (s *store) openCRC(obj uint64, path string, fresh bool) (*os.File, error) {
 		if !fresh {
 			s.log.Error("checksum file missing or empty; blocks holding data will read as corrupt", "object", fmt.Sprintf("%016x", obj))
 		}
-		h := crcHeader()
-		if _, err := f.WriteAt(h[:], 0); err != nil {
+		if err := writeCRCHeader(f, obj); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("write checksum header of object %016x: %w", obj, err)
+			return nil, err
 		}
 		return f, nil
 	case n == crcHeaderSize && checkCRCHeader(hdr[:]):
@@ -359,6 +357,15 @@ func (s *store) openCRC(obj uint64, path string, fresh bool) (*os.File, error) {
 		s.log.Error("checksum file has a bad header", "object", fmt.Sprintf("%016x", obj), "path", path)
 		return nil, api.Errorf(api.CodeCorrupt, "object %016x: checksum file has a bad header", obj)
 	}
+}
+
+// writeCRCHeader starts an empty sidecar.
+func writeCRCHeader(f *os.File, obj uint64) error {
+	h := crcHeader()
+	if _, err := f.WriteAt(h[:], 0); err != nil {
+		return fmt.Errorf("write checksum header of object %016x: %w", obj, err)
+	}
+	return nil
 }
 
 func fileSize(f *os.File) (int64, error) {
