@@ -38,6 +38,10 @@ const (
 	CodeBusy         Code = "busy"
 	CodeCrossDevice  Code = "cross_device"
 	CodeInternal     Code = "internal"
+	// CodeEvicted: the lock service no longer knows this client (its
+	// lease lapsed or it failed a callback); it must drop what it cached
+	// under locks and register again.
+	CodeEvicted Code = "evicted"
 )
 
 // ostStatusCodes is the table of codes carried as one byte in OST frames.
@@ -46,7 +50,7 @@ var ostStatusCodes = []Code{
 	CodeInvalid, CodeNameTooLong, CodeNoSpace, CodeAccess, CodePerm, CodeIO,
 	CodeCorrupt, CodeUnavailable, CodeNoAttr, CodeRange, CodeTooBig,
 	CodeCanceled, CodeTimeout, CodeNotSupported, CodeBusy, CodeCrossDevice,
-	CodeInternal,
+	CodeInternal, CodeEvicted,
 }
 
 // AllCodes lists every code, for table tests of the errno mapping.

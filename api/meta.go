@@ -86,6 +86,11 @@ type Attr struct {
 	Atime int64  `json:"atime"`
 	Mtime int64  `json:"mtime"`
 	Ctime int64  `json:"ctime"`
+	// Parent is a directory's parent directory, and a non-directory's only
+	// directory while it has one link (0 when it has several, or came from
+	// a store older than this field). A client caches a non-directory's
+	// attributes under the lock of this directory (lock.go).
+	Parent uint64 `json:"parent,omitempty"`
 }
 
 // File type bits of Attr.Mode (as in stat(2)).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +22,8 @@ type MetaClient struct {
 	fsname string
 	// Timeout bounds a call whose context has no deadline.
 	Timeout time.Duration
+	// client is the lock client id sent with every request (HeaderClient).
+	client atomic.Pointer[string]
 }
 
 // NewMetaClient returns a client for file system fsname.
@@ -31,37 +34,51 @@ func NewMetaClient(nc *nats.Conn, fsname string, timeout time.Duration) *MetaCli
 	return &MetaClient{nc: nc, fsname: fsname, Timeout: timeout}
 }
 
+// SetLockClient names the lock client whose caches this client's changes
+// keep current (it changes when lockd evicts the old one).
+func (c *MetaClient) SetLockClient(id string) { c.client.Store(&id) }
+
 // Call sends req to operation op and decodes the reply into resp.
 func (c *MetaClient) Call(ctx context.Context, op string, req, resp any) error {
+	var hdr nats.Header
+	if id := c.client.Load(); id != nil && *id != "" {
+		hdr = nats.Header{HeaderClient: []string{*id}}
+	}
+	return natsCall(ctx, c.nc, MetaSubject(c.fsname, op), "metadata", op, c.Timeout, hdr, req, resp)
+}
+
+// natsCall sends a JSON request to subject and decodes the JSON reply into
+// resp (if not nil); service names the callee in errors.
+func natsCall(ctx context.Context, nc *nats.Conn, subject, service, op string, timeout time.Duration, hdr nats.Header, req, resp any) error {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return Errorf(CodeInvalid, "encoding %s request: %v", op, err)
 	}
-	subject := MetaSubject(c.fsname, op)
+	m := &nats.Msg{Subject: subject, Data: data, Header: hdr}
 	var msg *nats.Msg
 	if ctx.Done() == nil {
 		// Nothing can cancel this call (the gateway detaches its calls
 		// from interrupted FUSE requests): a plain request, whose timer
 		// NATS pools, costs less than a context with a deadline.
-		msg, err = c.nc.Request(subject, data, c.Timeout)
+		msg, err = nc.RequestMsg(m, timeout)
 	} else {
 		if _, ok := ctx.Deadline(); !ok {
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
-		msg, err = c.nc.RequestWithContext(ctx, subject, data)
+		msg, err = nc.RequestMsgWithContext(ctx, m)
 	}
 	if err != nil {
 		switch {
 		case errors.Is(err, context.Canceled):
 			return err
 		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-			return Errorf(CodeUnavailable, "metadata service did not answer %s in time", op)
+			return Errorf(CodeUnavailable, "%s service did not answer %s in time", service, op)
 		case errors.Is(err, nats.ErrNoResponders):
-			return Errorf(CodeUnavailable, "no metadata service is serving %s", op)
+			return Errorf(CodeUnavailable, "no %s service is serving %s", service, op)
 		}
-		return Errorf(CodeUnavailable, "metadata %s: %v", op, err)
+		return Errorf(CodeUnavailable, "%s %s: %v", service, op, err)
 	}
 	if code := msg.Header.Get(hdrErrorCode); code != "" {
 		return &Error{Code: Code(code), Msg: msg.Header.Get(hdrError)}

@@ -32,6 +32,7 @@ var errnoByCode = map[api.Code]syscall.Errno{
 	api.CodeBusy:         syscall.EBUSY,
 	api.CodeCrossDevice:  syscall.EXDEV,
 	api.CodeInternal:     syscall.EIO,
+	api.CodeEvicted:      syscall.EIO,
 }
 
 // toErrno maps any error to the errno the mount returns: wire codes by the

@@ -64,10 +64,16 @@ func (n *node) refreshIfStale(ctx context.Context) error {
 	if fresh {
 		return nil
 	}
+	if in, ok := n.gw.ns.attr(n.ino()); ok {
+		n.refresh(in.attr, nil)
+		return nil
+	}
+	seq := n.gw.ns.begin()
 	var r api.AttrResp
 	if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
 		return err
 	}
+	n.gw.ns.learnAttr(seq, r.Attr)
 	n.refresh(r.Attr, nil)
 	return nil
 }
@@ -258,11 +264,13 @@ func (n *node) flushSize(ctx context.Context) error {
 	n.mu.Unlock()
 	var r api.AttrResp
 	if err := n.gw.metaCall(ctx, api.OpUpdateSize, req, &r); err != nil {
+		n.gw.ns.forgetAttr(n.ino())
 		n.mu.Lock()
 		n.dirty = true
 		n.mu.Unlock()
 		return err
 	}
+	n.gw.ns.changedAttr(r.Attr)
 	n.refresh(r.Attr, nil)
 	return nil
 }

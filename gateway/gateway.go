@@ -91,6 +91,10 @@ type Gateway struct {
 	meta *api.MetaClient
 	ost  *api.OSTClient
 	osts *api.OSTRegistry
+	// locks is this mount's lock client; ns caches names and attributes
+	// under its locks (nscache.go).
+	locks *api.LockSession
+	ns    *nsCache
 
 	ready chan struct{}
 
@@ -124,17 +128,28 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	osts := api.NewOSTRegistry(deps.Etcd, cfg.FSName, lg)
 	ost := api.NewOSTClient(cfg.OSTTimeout)
 	ost.Sockets = osts
-	return &Gateway{
+	g := &Gateway{
 		cfg:        cfg,
 		log:        lg,
 		meta:       api.NewMetaClient(deps.NATS, cfg.FSName, cfg.MetaTimeout),
 		ost:        ost,
 		osts:       osts,
+		locks:      api.NewLockSession(deps.NATS, cfg.FSName, cfg.MetaTimeout, lg),
 		ready:      make(chan struct{}),
 		writeSlots: semaphore.NewWeighted(maxWriteBehind),
 		aheadBytes: semaphore.NewWeighted(raTotalBytes),
 		written:    map[uint64]*node{},
-	}, nil
+	}
+	g.ns = newNSCache(g.locks, lg)
+	g.ns.list = func(ctx context.Context, dir uint64, limit int) (api.ReadDirResp, error) {
+		var r api.ReadDirResp
+		err := g.metaCall(ctx, api.OpReadDir, api.ReadDirReq{Ino: dir, Limit: limit}, &r)
+		return r, err
+	}
+	g.locks.OnID = g.meta.SetLockClient
+	g.locks.OnRevoke = g.ns.revoke
+	g.locks.OnLost = g.ns.lost
+	return g, nil
 }
 
 // Ready is closed once the file system is mounted and usable.
@@ -147,6 +162,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); g.osts.Run(regCtx) }()
+	wg.Go(func() { g.locks.Run(regCtx) })
 	defer wg.Wait()
 	defer stopReg()
 

@@ -184,10 +184,21 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if err := api.ValidName(name); err != nil {
 		return nil, n.gw.errno("lookup", err)
 	}
+	if r, absent, ok := n.gw.ns.lookup(n.ino(), name); ok {
+		if absent {
+			return nil, syscall.ENOENT
+		}
+		return n.newChild(ctx, r, out), 0
+	}
+	seq := n.gw.ns.begin()
 	var r api.EntryResp
 	if err := n.gw.metaCall(ctx, api.OpLookup, api.LookupReq{Parent: n.ino(), Name: name}, &r); err != nil {
+		if api.CodeOf(err) == api.CodeNotFound {
+			n.gw.ns.learnAbsent(seq, n.ino(), name)
+		}
 		return nil, n.gw.errno("lookup", err)
 	}
+	n.gw.ns.learn(seq, n.ino(), name, r)
 	return n.newChild(ctx, r, out), 0
 }
 
@@ -204,6 +215,12 @@ func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		n.gw.fillAttr(a, &out.Attr)
 		return 0
 	}
+	if in, ok := n.gw.ns.attr(n.ino()); ok {
+		n.refresh(in.attr, nil)
+		n.gw.fillAttr(in.attr, &out.Attr)
+		return 0
+	}
+	seq := n.gw.ns.begin()
 	var r api.AttrResp
 	if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
 		n.mu.Lock()
@@ -218,6 +235,7 @@ func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		n.gw.fillAttr(a, &out.Attr)
 		return 0
 	}
+	n.gw.ns.learnAttr(seq, r.Attr)
 	n.refresh(r.Attr, nil)
 	n.gw.fillAttr(r.Attr, &out.Attr)
 	return 0
@@ -261,8 +279,10 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	var r api.AttrResp
 	if req.Valid != 0 {
 		if err := n.gw.metaCall(ctx, api.OpSetAttr, req, &r); err != nil {
+			n.gw.ns.forgetAttr(n.ino())
 			return n.gw.errno("setattr", err)
 		}
+		n.gw.ns.changedAttr(r.Attr)
 		n.refresh(r.Attr, nil)
 	} else if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
 		return n.gw.errno("setattr", err)
@@ -291,8 +311,10 @@ func (n *node) truncate(ctx context.Context, size uint64) error {
 	}
 	var r api.AttrResp
 	if err := n.gw.metaCall(ctx, api.OpSetAttr, api.SetAttrReq{Ino: n.ino(), Valid: api.SetSize, Size: size}, &r); err != nil {
+		n.gw.ns.forgetAttr(n.ino())
 		return err
 	}
+	n.gw.ns.changedAttr(r.Attr)
 	n.mu.Lock()
 	n.attr = r.Attr
 	n.attrAt = time.Now()
@@ -334,8 +356,10 @@ func (n *node) create(ctx context.Context, name string, req api.CreateReq, out *
 	req.Caller = caller(ctx)
 	var r api.EntryResp
 	if err := n.gw.metaCall(ctx, api.OpCreate, req, &r); err != nil {
+		n.gw.ns.forgetNames(n.ino())
 		return nil, r, err
 	}
+	n.gw.ns.added(n.ino(), name, r)
 	n.changed(r.Parent)
 	return n.newChild(ctx, r, out), r, nil
 }
@@ -396,8 +420,11 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	var r api.EntryResp
 	req := api.LinkReq{Ino: target.EmbeddedInode().StableAttr().Ino, NewParent: n.ino(), NewName: name}
 	if err := n.gw.metaCall(ctx, api.OpLink, req, &r); err != nil {
+		n.gw.ns.forgetNames(n.ino())
+		n.gw.ns.forgetAttr(req.Ino)
 		return nil, n.gw.errno("link", err)
 	}
+	n.gw.ns.added(n.ino(), name, r)
 	n.changed(r.Parent)
 	return n.newChild(ctx, r, out), 0
 }
@@ -424,8 +451,10 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	open := n.openChild(name)
 	var r api.UnlinkResp
 	if err := n.gw.metaCall(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, KeepOpen: open != nil}, &r); err != nil {
+		n.gw.ns.forgetNames(n.ino())
 		return n.gw.errno("unlink", err)
 	}
+	n.gw.ns.removed(n.ino(), name, r.Ino, r.Parent)
 	n.changed(r.Parent)
 	n.staleChild(name)
 	if open != nil && r.Nlink == 0 {
@@ -437,8 +466,10 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	var r api.UnlinkResp
 	if err := n.gw.metaCall(ctx, api.OpUnlink, api.UnlinkReq{Parent: n.ino(), Name: name, Dir: true}, &r); err != nil {
+		n.gw.ns.forgetNames(n.ino())
 		return n.gw.errno("rmdir", err)
 	}
+	n.gw.ns.removed(n.ino(), name, r.Ino, r.Parent)
 	n.changed(r.Parent)
 	return 0
 }
@@ -456,16 +487,31 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		open = np.openChild(newName)
 	}
 	req := api.RenameReq{Parent: n.ino(), Name: name, NewParent: np.ino(), NewName: newName, Flags: flags, KeepOpen: open != nil}
+	src, dst := n.childIno(name), np.childIno(newName)
 	var r api.RenameResp
 	if err := n.gw.metaCall(ctx, api.OpRename, req, &r); err != nil {
+		n.gw.ns.forgetNames(n.ino())
+		n.gw.ns.forgetNames(np.ino())
+		n.gw.ns.forgetAttr(src)
+		n.gw.ns.forgetAttr(dst)
 		return n.gw.errno("rename", err)
 	}
+	n.gw.ns.renamed(n.ino(), name, np.ino(), newName, src, dst, flags&api.RenameExchange != 0)
 	n.stale()
 	np.stale()
 	n.staleChild(name)
 	np.staleChild(newName)
 	if open != nil && r.Replaced != 0 && r.ReplacedNlink == 0 {
 		open.markOrphan(ctx, r.Replaced)
+	}
+	return 0
+}
+
+// childIno is the inode of the named child as the kernel knows it, 0 if it
+// does not.
+func (n *node) childIno(name string) uint64 {
+	if ch := n.GetChild(name); ch != nil {
+		return ch.StableAttr().Ino
 	}
 	return 0
 }
@@ -548,6 +594,7 @@ func (n *node) xattrsChanged() {
 	n.attrAt = time.Time{} // ctime
 	n.noCapsAt = time.Time{}
 	n.mu.Unlock()
+	n.gw.ns.forgetAttr(n.ino())
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {

@@ -36,6 +36,9 @@ func TestSeparateProcesses(t *testing.T) {
 	// would set them.
 	env := []string{"STRIA_NATS=" + ns.URL, "STRIA_ETCD=" + es.URL, "STRIA_FSNAME=lab"}
 
+	// A lockd on its own NATS waits out one lease before the first change
+	// (the previous instance's grants): a short one keeps the test quick.
+	start(t, "lockd", "lockd ready", env, "lockd", "--lease", "2s", "--callback-timeout", "1s")
 	start(t, "meta", "meta ready", env, "meta", "--data-dir", filepath.Join(root, "meta"))
 	var osts []*proc
 	for i := 0; i < 2; i++ {

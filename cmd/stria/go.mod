@@ -7,6 +7,7 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/stria/stria/api v0.0.0
 	github.com/stria/stria/gateway v0.0.0
+	github.com/stria/stria/services/lockd v0.0.0
 	github.com/stria/stria/services/meta v0.0.0
 	github.com/stria/stria/services/ost v0.0.0
 	go.etcd.io/etcd/client/v3 v3.7.3
@@ -104,6 +105,7 @@ require (
 replace (
 	github.com/stria/stria/api => ../../api
 	github.com/stria/stria/gateway => ../../gateway
+	github.com/stria/stria/services/lockd => ../../services/lockd
 	github.com/stria/stria/services/meta => ../../services/meta
 	github.com/stria/stria/services/ost => ../../services/ost
 )

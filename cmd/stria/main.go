@@ -19,6 +19,7 @@ Services:
   stria up --data DIR --mount MNT [--osts N]   everything in one process (embedded NATS and etcd)
   stria meta  --data DIR --nats URL --etcd URL  the metadata service
   stria ost   --data DIR --nats URL --etcd URL  one object storage target
+  stria lockd --nats URL                        the lock service (one per file system)
   stria mount --nats URL --etcd URL MNT         the FUSE client
 
 Admin verbs (on a path inside a mount):
@@ -41,6 +42,7 @@ func main() {
 		"up":        runUp,
 		"meta":      runMeta,
 		"ost":       runOST,
+		"lockd":     runLockd,
 		"mount":     runMount,
 		"setstripe": runSetstripe,
 		"getstripe": runGetstripe,

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stria/stria/cmd/stria/cluster"
 	"github.com/stria/stria/gateway"
+	"github.com/stria/stria/services/lockd"
 	"github.com/stria/stria/services/meta"
 	"github.com/stria/stria/services/ost"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -77,6 +78,28 @@ func runMeta(ctx context.Context, args []string) error {
 		return err
 	}
 	go announce(ctx, srv.Ready(), log, "meta ready")
+	return srv.Run(ctx)
+}
+
+func runLockd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("lockd", flag.ContinueOnError)
+	cfg := lockd.DefaultConfig()
+	cfg.AddFlags(fs)
+	var r remote
+	r.addFlags(fs, true)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, nc, _, closeAll, err := r.connect(ctx, "stria-lockd", true)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	srv, err := lockd.New(cfg, lockd.Deps{NATS: nc, Logger: log})
+	if err != nil {
+		return err
+	}
+	go announce(ctx, srv.Ready(), log, "lockd ready")
 	return srv.Run(ctx)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/stria/stria/api"
 	"github.com/stria/stria/cmd/stria/cluster"
 	"github.com/stria/stria/gateway"
+	"github.com/stria/stria/services/lockd"
 	"github.com/stria/stria/services/meta"
 	"github.com/stria/stria/services/ost"
 )
@@ -23,7 +24,7 @@ import (
 const ReadyLine = "stria: ready"
 
 // runUp starts the whole file system in this process: embedded NATS with
-// JetStream, embedded etcd, meta, N OSTs and the mount.
+// JetStream, embedded etcd, lockd, meta, N OSTs and the mount.
 func runUp(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	var (
@@ -33,6 +34,7 @@ func runUp(ctx context.Context, args []string) error {
 		natsPort = fs.Int("nats-port", 0, "NATS client port on 127.0.0.1 (0: any free port)")
 		logLevel = fs.String("log-level", "warn", "debug, info, warn or error")
 		pprof    = fs.String("pprof", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
+		lease    = fs.Duration("lock-lease", lockd.DefaultLease, "lock client lease: a dead mount's locks are released after it")
 	)
 	gwCfg := gateway.NewConfig()
 	addGatewayFlags(fs, &gwCfg)
@@ -103,7 +105,7 @@ func runUp(ctx context.Context, args []string) error {
 	defer stopServices()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	errc := make(chan error, *osts+2)
+	errc := make(chan error, *osts+3)
 	run := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -114,15 +116,26 @@ func runUp(ctx context.Context, args []string) error {
 		}()
 	}
 
+	lcfg := lockd.DefaultConfig()
+	lcfg.FSName = *fsname
+	lcfg.Lease = *lease
+	lcfg.CallbackTimeout = min(lcfg.CallbackTimeout, *lease/2)
+	lcfg.FreshNATS = true // the embedded NATS starts with it
+	lsrv, err := lockd.New(lcfg, lockd.Deps{NATS: nc, Logger: log})
+	if err != nil {
+		return err
+	}
+	run("lockd", lsrv.Run)
+
 	mcfg := meta.DefaultConfig()
 	mcfg.DataDir = filepath.Join(*dataDir, "meta")
 	mcfg.FSName = *fsname
-	msrv, err := meta.New(mcfg, meta.Deps{NATS: nc, Etcd: cli, Logger: log})
+	msrv, err := meta.New(mcfg, meta.Deps{NATS: nc, Etcd: cli, Logger: log, Barriers: lsrv})
 	if err != nil {
 		return err
 	}
 	run("meta", msrv.Run)
-	readies := []<-chan struct{}{msrv.Ready()}
+	readies := []<-chan struct{}{lsrv.Ready(), msrv.Ready()}
 	for i := 0; i < *osts; i++ {
 		ocfg := ost.NewConfig()
 		ocfg.DataDir = filepath.Join(*dataDir, fmt.Sprintf("ost%d", i))

@@ -107,10 +107,7 @@ func typeOf(mode uint32) uint8 { return uint8((mode & api.ModeType) >> 12) }
 
 // inode is the stored record of one inode.
 type inode struct {
-	api.Attr
-	// Parent is a directory's parent (the root's is itself); 0 for others,
-	// which may have several.
-	Parent uint64
+	api.Attr // Attr.Parent: see there; the root's parent is itself
 	// Layout is a regular file's resolved layout (with Objects).
 	Layout *api.Layout
 	// DefLayout is a directory's own default layout, if set.

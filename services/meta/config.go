@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -84,4 +85,15 @@ type Deps struct {
 	NATS   *nats.Conn
 	Etcd   *clientv3.Client
 	Logger *slog.Logger
+	// Barriers, if set, is a lock service in this process (stria up);
+	// otherwise meta reaches lockd over NATS.
+	Barriers ChangeBarriers
+}
+
+// ChangeBarriers takes the change barriers meta needs before a namespace
+// change (api/lock.go): api.LockSession over NATS, or a lockd in the same
+// process.
+type ChangeBarriers interface {
+	Change(ctx context.Context, forID string, dirs []uint64) (uint64, error)
+	Done(token uint64)
 }

@@ -78,7 +78,53 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer env.etcd.Close()
+	sub, err := env.nc.Subscribe("stria.*.lockd.*", fakeLockd)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake lockd:", err)
+		return 1
+	}
+	defer sub.Unsubscribe()
 	return m.Run()
+}
+
+// fakeLockd stands in for the lock service (a separate service meta may not
+// import): it grants every ping and change barrier at once and records the
+// barriers per file system, so tests can check what a change asked for.
+// The lock service's own behaviour is tested in services/lockd.
+func fakeLockd(m *nats.Msg) {
+	parts := strings.Split(m.Subject, ".")
+	fsname, op := parts[1], parts[3]
+	var resp any = struct{}{}
+	switch op {
+	case api.LockOpPing:
+		resp = api.LockPingResp{Instance: "fake", LeaseNS: int64(time.Minute)}
+	case api.LockOpChange:
+		var r api.LockChangeReq
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			return
+		}
+		barriers.Lock()
+		barriers.byFS[fsname] = append(barriers.byFS[fsname], r)
+		barriers.Unlock()
+		resp = api.LockChangeResp{Token: barriers.next.Add(1)}
+	}
+	data, _ := json.Marshal(resp)
+	m.Respond(data)
+}
+
+var barriers = struct {
+	sync.Mutex
+	byFS map[string][]api.LockChangeReq
+	next atomic.Uint64
+}{byFS: map[string][]api.LockChangeReq{}}
+
+// takeBarriers returns and forgets the change barriers fsname's meta took.
+func takeBarriers(fsname string) []api.LockChangeReq {
+	barriers.Lock()
+	defer barriers.Unlock()
+	b := barriers.byFS[fsname]
+	delete(barriers.byFS, fsname)
+	return b
 }
 
 func startEtcd(dir string) (*embed.Etcd, error) {

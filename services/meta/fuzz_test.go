@@ -101,10 +101,10 @@ func TestInodeCodec(t *testing.T) {
 		name string
 		in   inode
 	}{
-		{"root dir", inode{Attr: api.Attr{Ino: 1, Mode: dirMode, Nlink: 2, Size: 4096, Atime: 1, Mtime: 2, Ctime: 3}, Parent: 1}},
-		{"dir with default layout", inode{Attr: api.Attr{Ino: 9, Mode: dirMode | 0o2000, Nlink: 5, UID: 1, GID: 2}, Parent: 1,
+		{"root dir", inode{Attr: api.Attr{Ino: 1, Mode: dirMode, Nlink: 2, Size: 4096, Atime: 1, Mtime: 2, Ctime: 3, Parent: 1}}},
+		{"dir with default layout", inode{Attr: api.Attr{Ino: 9, Mode: dirMode | 0o2000, Nlink: 5, UID: 1, GID: 2, Parent: 1},
 			DefLayout: &api.Layout{StripeCount: -1, StripeSize: 1 << 20, StripeOffset: -1}}},
-		{"file", inode{Attr: api.Attr{Ino: 1 << 40, Gen: 3, Mode: regMode, Nlink: 1, Size: 1 << 50, Atime: -5, Mtime: 1 << 62, Ctime: 7},
+		{"file", inode{Attr: api.Attr{Ino: 1 << 40, Gen: 3, Mode: regMode, Nlink: 1, Size: 1 << 50, Atime: -5, Mtime: 1 << 62, Ctime: 7, Parent: 8},
 			Layout: &api.Layout{StripeCount: 2, StripeSize: 64 << 10, StripeOffset: 3, Pool: "p",
 				Objects: []api.StripeObject{{OST: 3, ObjID: 1 << 40}, {OST: 0, ObjID: 1 << 40}}}}},
 		{"symlink", inode{Attr: api.Attr{Ino: 5, Mode: api.ModeLink | 0o777, Nlink: 1, Size: 4}, Target: "a/b\x01"}},
@@ -135,7 +135,7 @@ func TestInodeCodec(t *testing.T) {
 // FuzzInodeRecord: the store decoder never panics, and what it accepts
 // re-encodes to the same bytes.
 func FuzzInodeRecord(f *testing.F) {
-	f.Add(encodeInode(&inode{Attr: api.Attr{Ino: 1, Mode: dirMode, Nlink: 2}, Parent: 1}))
+	f.Add(encodeInode(&inode{Attr: api.Attr{Ino: 1, Mode: dirMode, Nlink: 2, Parent: 1}}))
 	f.Add(encodeInode(&inode{Attr: api.Attr{Ino: 2, Mode: regMode, Nlink: 1},
 		Layout: &api.Layout{StripeCount: 1, StripeSize: 1 << 20, Objects: []api.StripeObject{{OST: 1, ObjID: 2}}}}))
 	f.Add(encodeInode(&inode{Attr: api.Attr{Ino: 3, Mode: api.ModeLink | 0o777}, Target: "x"}))

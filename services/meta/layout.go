@@ -132,24 +132,24 @@ func (s *Server) getlayout(_ context.Context, r *api.LayoutReq) (api.LayoutResp,
 	return api.LayoutResp{}, api.Errorf(api.CodeNoAttr, "inode %d has no layout: not a file or directory", r.Ino)
 }
 
-func (s *Server) setlayout(_ context.Context, r *api.LayoutReq) (api.LayoutResp, error) {
+func (s *Server) setlayout(ctx context.Context, r *api.LayoutReq) (api.LayoutResp, error) {
 	if err := checkIno(r.Ino, "setlayout"); err != nil {
 		return api.LayoutResp{}, err
 	}
-	l, err := s.setLayout(r.Ino, r.Layout, 0)
+	l, err := s.setLayout(ctx, r.Ino, r.Layout, 0)
 	return api.LayoutResp{Layout: l}, err
 }
 
 // setLayout sets a directory's default layout, or re-lays out an empty
 // regular file. xflags are setxattr flags when it comes from the layout xattr.
-func (s *Server) setLayout(ino uint64, want api.Layout, xflags uint32) (api.Layout, error) {
+func (s *Server) setLayout(ctx context.Context, ino uint64, want api.Layout, xflags uint32) (api.Layout, error) {
 	live := s.reg.List()
 	l, err := checkLayoutRequest(want, live)
 	if err != nil {
 		return api.Layout{}, err
 	}
 	var out api.Layout
-	err = s.mutate(func(t *txn) error {
+	err = s.mutate(ctx, []uint64{s.coverGuess(ino)}, func(t *txn) error {
 		in, err := t.get(ino)
 		if err != nil {
 			return err
@@ -197,8 +197,8 @@ func (s *Server) setLayout(ino uint64, want api.Layout, xflags uint32) (api.Layo
 }
 
 // clearDefaultLayout removes a directory's own default layout.
-func (s *Server) clearDefaultLayout(ino uint64) error {
-	return s.mutate(func(t *txn) error {
+func (s *Server) clearDefaultLayout(ctx context.Context, ino uint64) error {
+	return s.mutate(ctx, []uint64{s.coverGuess(ino)}, func(t *txn) error {
 		in, err := t.get(ino)
 		if err != nil {
 			return err

@@ -102,7 +102,7 @@ func changeType(mode uint32) string {
 	return api.ChangeMknod
 }
 
-func (s *Server) create(_ context.Context, r *api.CreateReq) (api.EntryResp, error) {
+func (s *Server) create(ctx context.Context, r *api.CreateReq) (api.EntryResp, error) {
 	if err := checkIno(r.Parent, "create"); err != nil {
 		return api.EntryResp{}, err
 	}
@@ -143,7 +143,7 @@ func (s *Server) create(_ context.Context, r *api.CreateReq) (api.EntryResp, err
 		want = &l
 	}
 	var resp api.EntryResp
-	err := s.mutate(func(t *txn) error {
+	err := s.mutate(ctx, []uint64{r.Parent}, func(t *txn) error {
 		parent, err := t.dir(r.Parent)
 		if err != nil {
 			return err
@@ -177,10 +177,10 @@ func (s *Server) create(_ context.Context, r *api.CreateReq) (api.EntryResp, err
 		}
 		in.Atime, in.Mtime, in.Ctime = t.now, t.now, t.now
 		in.Nlink = 1
+		in.Parent = parent.Ino
 		switch typ {
 		case api.ModeDir:
 			in.Nlink = 2
-			in.Parent = parent.Ino
 			in.Size = dirSize
 			parent.Nlink++
 		case api.ModeLink:
@@ -226,7 +226,7 @@ func containsNUL(s string) bool {
 	return false
 }
 
-func (s *Server) link(_ context.Context, r *api.LinkReq) (api.EntryResp, error) {
+func (s *Server) link(ctx context.Context, r *api.LinkReq) (api.EntryResp, error) {
 	if err := checkIno(r.Ino, "link"); err != nil {
 		return api.EntryResp{}, err
 	}
@@ -237,7 +237,7 @@ func (s *Server) link(_ context.Context, r *api.LinkReq) (api.EntryResp, error) 
 		return api.EntryResp{}, err
 	}
 	var resp api.EntryResp
-	err := s.mutate(func(t *txn) error {
+	err := s.mutate(ctx, []uint64{r.NewParent, s.coverGuess(r.Ino)}, func(t *txn) error {
 		in, err := t.get(r.Ino)
 		if err != nil {
 			return err
@@ -261,6 +261,7 @@ func (s *Server) link(_ context.Context, r *api.LinkReq) (api.EntryResp, error) 
 			return api.Errorf(api.CodeExists, "%q exists in directory %d", r.NewName, r.NewParent)
 		}
 		in.Nlink++
+		in.Parent = 0 // several links now: no one directory covers it
 		in.Ctime = t.now
 		np.Mtime, np.Ctime = t.now, t.now
 		t.put(in)
@@ -291,6 +292,9 @@ func (t *txn) isEmpty(ino uint64) (bool, error) {
 func (t *txn) dropLink(in *inode, keepOpen bool) error {
 	in.Nlink--
 	in.Ctime = t.now
+	if in.Nlink == 0 {
+		in.Parent = 0
+	}
 	if in.Nlink > 0 {
 		t.put(in)
 		return nil
@@ -306,7 +310,7 @@ func (t *txn) dropLink(in *inode, keepOpen bool) error {
 	return t.deleteInode(in)
 }
 
-func (s *Server) unlink(_ context.Context, r *api.UnlinkReq) (api.UnlinkResp, error) {
+func (s *Server) unlink(ctx context.Context, r *api.UnlinkReq) (api.UnlinkResp, error) {
 	if err := checkIno(r.Parent, "unlink"); err != nil {
 		return api.UnlinkResp{}, err
 	}
@@ -314,7 +318,7 @@ func (s *Server) unlink(_ context.Context, r *api.UnlinkReq) (api.UnlinkResp, er
 		return api.UnlinkResp{}, err
 	}
 	var resp api.UnlinkResp
-	err := s.mutate(func(t *txn) error {
+	err := s.mutate(ctx, []uint64{r.Parent}, func(t *txn) error {
 		p, err := t.dir(r.Parent)
 		if err != nil {
 			return err
@@ -387,10 +391,18 @@ func inSubtree(get func(uint64) (*inode, error), ino, top uint64) (bool, error) 
 	return false, api.Errorf(api.CodeCorrupt, "directory chain above %d does not reach the root", ino)
 }
 
+// moved records that an inode's entry moved to directory to: a directory's
+// parent, or a singly linked non-directory's only directory, is now to.
+func moved(in *inode, to uint64) {
+	if in.isDir() || in.Parent != 0 {
+		in.Parent = to
+	}
+}
+
 // maxDepth bounds walks up the tree; a longer chain means a damaged store.
 const maxDepth = 1 << 16
 
-func (s *Server) rename(_ context.Context, r *api.RenameReq) (api.RenameResp, error) {
+func (s *Server) rename(ctx context.Context, r *api.RenameReq) (api.RenameResp, error) {
 	if err := checkIno(r.Parent, "rename"); err != nil {
 		return api.RenameResp{}, err
 	}
@@ -410,7 +422,7 @@ func (s *Server) rename(_ context.Context, r *api.RenameReq) (api.RenameResp, er
 		return api.RenameResp{}, api.Errorf(api.CodeInvalid, "rename: noreplace and exchange together")
 	}
 	var resp api.RenameResp
-	err := s.mutate(func(t *txn) error {
+	err := s.mutate(ctx, []uint64{r.Parent, r.NewParent}, func(t *txn) error {
 		p, err := t.dir(r.Parent)
 		if err != nil {
 			return err
@@ -497,10 +509,12 @@ func (s *Server) rename(_ context.Context, r *api.RenameReq) (api.RenameResp, er
 			}
 			resp = api.RenameResp{Replaced: dst.Ino, ReplacedNlink: dst.Nlink}
 		}
-		if src.isDir() && p.Ino != np.Ino {
-			src.Parent = np.Ino
-			p.Nlink--
-			np.Nlink++
+		if p.Ino != np.Ino {
+			moved(src, np.Ino)
+			if src.isDir() {
+				p.Nlink--
+				np.Nlink++
+			}
 		}
 		src.Ctime = t.now
 		p.Mtime, p.Ctime = t.now, t.now
@@ -547,13 +561,13 @@ func (s *Server) exchange(t *txn, r *api.RenameReq, p, np, src *inode, dd dent) 
 	t.setDent(p.Ino, r.Name, dent{Ino: dst.Ino, Type: typeOf(dst.Mode)})
 	t.setDent(np.Ino, r.NewName, dent{Ino: src.Ino, Type: typeOf(src.Mode)})
 	if p.Ino != np.Ino {
+		moved(src, np.Ino)
+		moved(dst, p.Ino)
 		if src.isDir() {
-			src.Parent = np.Ino
 			p.Nlink--
 			np.Nlink++
 		}
 		if dst.isDir() {
-			dst.Parent = p.Ino
 			np.Nlink--
 			p.Nlink++
 		}
@@ -573,7 +587,7 @@ func (s *Server) exchange(t *txn, r *api.RenameReq, p, np, src *inode, dd dent) 
 const setAttrKnown = api.SetMode | api.SetUID | api.SetGID | api.SetSize | api.SetAtime |
 	api.SetMtime | api.SetAtimeNow | api.SetMtimeNow | api.SetCtime
 
-func (s *Server) setattr(_ context.Context, r *api.SetAttrReq) (api.AttrResp, error) {
+func (s *Server) setattr(ctx context.Context, r *api.SetAttrReq) (api.AttrResp, error) {
 	if err := checkIno(r.Ino, "setattr"); err != nil {
 		return api.AttrResp{}, err
 	}
@@ -584,7 +598,7 @@ func (s *Server) setattr(_ context.Context, r *api.SetAttrReq) (api.AttrResp, er
 		return api.AttrResp{}, api.Errorf(api.CodeTooBig, "size %d is too large", r.Size)
 	}
 	var resp api.AttrResp
-	err := s.mutate(func(t *txn) error {
+	err := s.mutate(ctx, []uint64{s.coverGuess(r.Ino)}, func(t *txn) error {
 		in, err := t.get(r.Ino)
 		if err != nil {
 			return err
@@ -642,7 +656,7 @@ func (s *Server) setattr(_ context.Context, r *api.SetAttrReq) (api.AttrResp, er
 	return resp, err
 }
 
-func (s *Server) updatesize(_ context.Context, r *api.UpdateSizeReq) (api.AttrResp, error) {
+func (s *Server) updatesize(ctx context.Context, r *api.UpdateSizeReq) (api.AttrResp, error) {
 	if err := checkIno(r.Ino, "updatesize"); err != nil {
 		return api.AttrResp{}, err
 	}
@@ -654,7 +668,7 @@ func (s *Server) updatesize(_ context.Context, r *api.UpdateSizeReq) (api.AttrRe
 	// fsync promises (its OpSync follows this); close(2) promises none, so
 	// the reply does not wait for the WAL: the change is visible to every
 	// client at once and durable after the next sync.
-	err := s.mutateUnsynced(func(t *txn) error {
+	err := s.mutateUnsynced(ctx, []uint64{s.coverGuess(r.Ino)}, func(t *txn) error {
 		in, err := t.get(r.Ino)
 		if err != nil {
 			return err
@@ -764,11 +778,11 @@ func (s *Server) sync(context.Context, *api.Empty) (api.Empty, error) {
 	return api.Empty{}, s.st.syncWAL()
 }
 
-func (s *Server) releaseOrphan(_ context.Context, r *api.InoReq) (api.Empty, error) {
+func (s *Server) releaseOrphan(ctx context.Context, r *api.InoReq) (api.Empty, error) {
 	if err := checkIno(r.Ino, "releaseorphan"); err != nil {
 		return api.Empty{}, err
 	}
-	return api.Empty{}, s.mutate(func(t *txn) error {
+	return api.Empty{}, s.mutate(ctx, nil, func(t *txn) error {
 		in, err := t.get(r.Ino)
 		if err != nil {
 			return err

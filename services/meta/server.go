@@ -28,6 +28,11 @@ import (
 // ServiceName is the NATS micro service name.
 const ServiceName = "stria-meta"
 
+// lockTimeout bounds a call to the lock service: a change barrier waits for
+// other clients to answer their recalls, or for an unresponsive one's lease
+// to run out.
+const lockTimeout = 20 * time.Second
+
 // maxInFlight bounds the requests handled at once; more wait in NATS.
 const maxInFlight = 256
 
@@ -42,10 +47,13 @@ type Server struct {
 	ready   chan struct{}
 	started atomic.Bool
 
-	st  *store
-	reg *api.OSTRegistry
-	ost *api.OSTClient
-	rr  atomic.Uint32 // rotating first stripe for offset -1
+	st    *store
+	locks ChangeBarriers
+	// lockSession, when locks is lockd over NATS, keeps meta's lease.
+	lockSession *api.LockSession
+	reg         *api.OSTRegistry
+	ost         *api.OSTClient
+	rr          atomic.Uint32 // rotating first stripe for offset -1
 
 	// Request gate: closing refuses new requests; handlers tracks the
 	// running ones so the store is closed only after they end. Lock order:
@@ -81,7 +89,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{
+	s := &Server{
 		cfg:           cfg,
 		nc:            deps.NATS,
 		etcd:          deps.Etcd,
@@ -93,7 +101,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		syncerGrace:   syncerGrace,
 		fatal:         make(chan error, 1),
 		stats:         newOpStats(),
-	}, nil
+		locks:         deps.Barriers,
+	}
+	if s.locks == nil {
+		s.lockSession = api.NewLockSession(deps.NATS, cfg.FSName, lockTimeout, log)
+		s.locks = s.lockSession
+	}
+	return s, nil
 }
 
 func newOpStats() map[string]*opStats {
@@ -168,6 +182,9 @@ func (s *Server) Run(ctx context.Context) error {
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
 	wg.Go(func() { s.reg.Run(runCtx) })
+	if s.lockSession != nil {
+		wg.Go(func() { s.lockSession.Run(runCtx) })
+	}
 	select {
 	case <-s.reg.Ready():
 	case <-ctx.Done():
@@ -332,6 +349,9 @@ func (s *Server) serve(ctx context.Context, req micro.Request, op string, fn opF
 		}
 		s.stats[op].observe(time.Since(start))
 	}()
+	if id := req.Headers().Get(api.HeaderClient); id != "" && api.ValidClientID(id) == nil {
+		ctx = context.WithValue(ctx, clientKey{}, id)
+	}
 	resp, err := fn(ctx, req.Data())
 	if err != nil {
 		s.replyError(req, op, err)
@@ -478,49 +498,129 @@ func (s *Server) wake(ch chan struct{}) {
 }
 
 // mutate runs one namespace change, replies once it is durable, and wakes
-// the background workers that depend on durable state.
-func (s *Server) mutate(fn func(t *txn) error) error { return s.change(true, fn) }
+// the background workers that depend on durable state. dirs are the
+// directories whose locks are expected to cover what it alters (a guess:
+// see change).
+func (s *Server) mutate(ctx context.Context, dirs []uint64, fn func(t *txn) error) error {
+	return s.change(ctx, true, dirs, fn)
+}
 
 // mutateUnsynced runs a change whose durability is promised only by a later
 // sync: it is visible at once, and the changelog publisher makes it durable
 // in the background (a sync of its own, off the reply path).
-func (s *Server) mutateUnsynced(fn func(t *txn) error) error { return s.change(false, fn) }
+func (s *Server) mutateUnsynced(ctx context.Context, dirs []uint64, fn func(t *txn) error) error {
+	return s.change(ctx, false, dirs, fn)
+}
 
-func (s *Server) change(durable bool, fn func(t *txn) error) error {
+// maxRelocks bounds how often one change widens its change barrier.
+const maxRelocks = 3
+
+// change applies fn under a change barrier (api/lock.go): every other
+// client's lock on the directories whose covered state fn alters is recalled
+// first, and none is granted until the change is applied, so no client's
+// cache outlives it. The barrier is taken on dirs before fn runs; if fn
+// turns out to alter what another directory covers (a moved or hard-linked
+// file, a removed directory), nothing is written and the change is retried
+// with that directory too.
+func (s *Server) change(ctx context.Context, durable bool, dirs []uint64, fn func(t *txn) error) error {
+	allowed := make(map[uint64]struct{}, len(dirs))
+	for _, d := range dirs {
+		if d != 0 {
+			allowed[d] = struct{}{}
+		}
+	}
 	var (
 		queued []api.StripeObject
 		logged bool
 	)
 	record := func(t *txn) error {
+		t.allowed = allowed
 		if err := fn(t); err != nil {
 			return err
 		}
 		queued, logged = t.queued, t.changes > 0
 		return nil
 	}
-	t, err := s.st.applyUnsynced(record)
-	if err != nil {
-		return err
-	}
-	// Even a change that wrote nothing may have read state another
-	// mutation applied but has not yet made durable: a durable reply waits
-	// for it. Objects go to the destroyer only once their deletion is.
-	if durable || len(queued) > 0 {
-		if err := s.st.waitDurable(t.commit); err != nil {
+	for attempt := 0; ; attempt++ {
+		token, err := s.barrier(ctx, allowed)
+		if err != nil {
 			return err
 		}
+		t, err := s.st.applyUnsynced(record)
+		s.endBarrier(token)
+		var more *needLocks
+		if errors.As(err, &more) && attempt < maxRelocks {
+			for _, d := range more.dirs {
+				allowed[d] = struct{}{}
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		// Even a change that wrote nothing may have read state another
+		// mutation applied but has not yet made durable: a durable reply
+		// waits for it. Objects go to the destroyer only once their
+		// deletion is.
+		if durable || len(queued) > 0 {
+			if err := s.st.waitDurable(t.commit); err != nil {
+				return err
+			}
+		}
+		if !durable && t.wrote {
+			s.wake(s.wakeSyncer)
+		}
+		if logged {
+			s.wake(s.wakePublisher)
+		}
+		if len(queued) > 0 {
+			// Durable now: hand the objects to the destroyer directly, so
+			// it need not search the queue on disk for them.
+			s.handOff.add(queued)
+			s.wake(s.wakeDestroyer)
+		}
+		return nil
 	}
-	if !durable && t.wrote {
-		s.wake(s.wakeSyncer)
+}
+
+// barrier takes a change barrier on dirs for the client that asked (from
+// ctx); token 0 means there was none to take.
+func (s *Server) barrier(ctx context.Context, dirs map[uint64]struct{}) (uint64, error) {
+	if len(dirs) == 0 {
+		return 0, nil
 	}
-	if logged {
-		s.wake(s.wakePublisher)
+	list := make([]uint64, 0, len(dirs))
+	for d := range dirs {
+		list = append(list, d)
 	}
-	if len(queued) > 0 {
-		// Durable now: hand the objects to the destroyer directly, so it
-		// need not search the queue on disk for them.
-		s.handOff.add(queued)
-		s.wake(s.wakeDestroyer)
+	token, err := s.locks.Change(ctx, clientOf(ctx), list)
+	if err != nil {
+		return 0, fmt.Errorf("taking the change barrier: %w", err)
 	}
-	return nil
+	return token, nil
+}
+
+func (s *Server) endBarrier(token uint64) {
+	if token != 0 {
+		s.locks.Done(token)
+	}
+}
+
+// clientKey carries, in a request's context, the lock client id of the
+// mount that asked.
+type clientKey struct{}
+
+func clientOf(ctx context.Context) string {
+	id, _ := ctx.Value(clientKey{}).(string)
+	return id
+}
+
+// coverGuess is the directory covering inode ino as stored now, for a change
+// barrier taken before the change reads it under the store's lock.
+func (s *Server) coverGuess(ino uint64) uint64 {
+	in, err := s.st.getInode(s.st.db, ino)
+	if err != nil {
+		return 0
+	}
+	return coverOf(in)
 }

@@ -143,9 +143,8 @@ func (s *store) initialise() error {
 	root := &inode{
 		Attr: api.Attr{
 			Ino: api.RootIno, Mode: api.ModeDir | 0o755, Nlink: 2,
-			Size: dirSize, Atime: now, Mtime: now, Ctime: now,
+			Size: dirSize, Atime: now, Mtime: now, Ctime: now, Parent: api.RootIno,
 		},
-		Parent: api.RootIno,
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
@@ -279,6 +278,8 @@ func (s *store) apply(fn func(t *txn) error) (*txn, error) {
 		nextSeq: s.nextSeq,
 		cache:   map[uint64]*inode{},
 		dirty:   map[uint64]bool{},
+		orig:    map[uint64]uint64{},
+		fresh:   map[uint64]bool{},
 	}
 	defer t.b.Close()
 	if err := fn(t); err != nil {
@@ -318,6 +319,61 @@ type txn struct {
 	queued     []api.StripeObject // objects added to the destroy queue
 	wrote      bool
 	commit     uint64 // commit number this reply depends on
+
+	// Lock coverage (api/lock.go): the directories whose locks cover what
+	// this change alters, and those the caller holds a change barrier on
+	// (nil: not checked). orig is each inode's covering directory as read,
+	// fresh the inodes this change creates (no client can hold their locks).
+	covered map[uint64]struct{}
+	allowed map[uint64]struct{}
+	orig    map[uint64]uint64
+	fresh   map[uint64]bool
+}
+
+// coverOf is the directory whose lock covers an inode's attributes: a
+// directory's own, a non-directory's only parent (0: none, never cached).
+func coverOf(in *inode) uint64 {
+	if in.isDir() {
+		return in.Ino
+	}
+	return in.Parent
+}
+
+// cover notes that the change alters what directory d's lock covers.
+func (t *txn) cover(d uint64) {
+	if d == 0 || t.fresh[d] {
+		return
+	}
+	if t.covered == nil {
+		t.covered = map[uint64]struct{}{}
+	}
+	t.covered[d] = struct{}{}
+}
+
+// needLocks is returned by a change that alters what directories outside
+// its change barrier cover: nothing was written; take them too and retry.
+type needLocks struct{ dirs []uint64 }
+
+func (e *needLocks) Error() string {
+	return fmt.Sprintf("change needs locks on directories %v too", e.dirs)
+}
+
+// checkCovered refuses a change that alters what a directory outside the
+// caller's change barrier covers.
+func (t *txn) checkCovered() error {
+	if t.allowed == nil {
+		return nil
+	}
+	var missing []uint64
+	for d := range t.covered {
+		if _, ok := t.allowed[d]; !ok {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) > 0 {
+		return &needLocks{dirs: missing}
+	}
+	return nil
 }
 
 // get returns the inode, from this transaction's cache or the store.
@@ -336,6 +392,7 @@ func (t *txn) get(ino uint64) (*inode, error) {
 		return nil, err
 	}
 	t.cache[ino] = in
+	t.orig[ino] = coverOf(in)
 	return in, nil
 }
 
@@ -364,6 +421,7 @@ func (t *txn) put(in *inode) {
 // newInode allocates an inode number.
 func (t *txn) newInode() *inode {
 	in := &inode{Attr: api.Attr{Ino: t.nextIno}}
+	t.fresh[in.Ino] = true
 	t.nextIno++
 	t.inodeDelta++
 	return in
@@ -391,10 +449,14 @@ func (t *txn) deleteXattrs(ino uint64) error {
 }
 
 func (t *txn) setDent(parent uint64, name string, d dent) {
+	t.cover(parent)
 	t.b.Set(dentKey(parent, name), encodeDent(d), nil)
 }
 
-func (t *txn) delDent(parent uint64, name string) { t.b.Delete(dentKey(parent, name), nil) }
+func (t *txn) delDent(parent uint64, name string) {
+	t.cover(parent)
+	t.b.Delete(dentKey(parent, name), nil)
+}
 
 // queueDestroy puts a layout's objects on the destroy queue.
 func (t *txn) queueDestroy(objs []api.StripeObject) {
@@ -426,6 +488,17 @@ func (t *txn) record(r api.ChangeRecord) {
 
 // flush writes the dirty inodes and the counters into the batch.
 func (t *txn) flush() error {
+	for ino, write := range t.dirty {
+		if o, ok := t.orig[ino]; ok {
+			t.cover(o)
+		}
+		if write {
+			t.cover(coverOf(t.cache[ino]))
+		}
+	}
+	if err := t.checkCovered(); err != nil {
+		return err
+	}
 	for ino, write := range t.dirty {
 		if write {
 			t.b.Set(inodeKey(ino), encodeInode(t.cache[ino]), nil)

@@ -63,7 +63,7 @@ func (s *Server) getxattr(_ context.Context, r *api.XattrReq) (api.XattrResp, er
 	return api.XattrResp{Value: v}, nil
 }
 
-func (s *Server) setxattr(_ context.Context, r *api.XattrReq) (api.Empty, error) {
+func (s *Server) setxattr(ctx context.Context, r *api.XattrReq) (api.Empty, error) {
 	if err := checkIno(r.Ino, "setxattr"); err != nil {
 		return api.Empty{}, err
 	}
@@ -84,10 +84,10 @@ func (s *Server) setxattr(_ context.Context, r *api.XattrReq) (api.Empty, error)
 		if err != nil {
 			return api.Empty{}, err
 		}
-		_, err = s.setLayout(r.Ino, l, r.Flags)
+		_, err = s.setLayout(ctx, r.Ino, l, r.Flags)
 		return api.Empty{}, err
 	}
-	return api.Empty{}, s.mutate(func(t *txn) error {
+	return api.Empty{}, s.mutate(ctx, []uint64{s.coverGuess(r.Ino)}, func(t *txn) error {
 		in, err := t.get(r.Ino)
 		if err != nil {
 			return err
@@ -152,7 +152,7 @@ func (s *Server) listxattr(_ context.Context, r *api.XattrReq) (api.XattrResp, e
 	return api.XattrResp{Names: names}, err
 }
 
-func (s *Server) removexattr(_ context.Context, r *api.XattrReq) (api.Empty, error) {
+func (s *Server) removexattr(ctx context.Context, r *api.XattrReq) (api.Empty, error) {
 	if err := checkIno(r.Ino, "removexattr"); err != nil {
 		return api.Empty{}, err
 	}
@@ -163,9 +163,9 @@ func (s *Server) removexattr(_ context.Context, r *api.XattrReq) (api.Empty, err
 		return api.Empty{}, api.Errorf(api.CodeInvalid, "removexattr takes no value or flags")
 	}
 	if r.Name == api.LayoutXattr {
-		return api.Empty{}, s.clearDefaultLayout(r.Ino)
+		return api.Empty{}, s.clearDefaultLayout(ctx, r.Ino)
 	}
-	return api.Empty{}, s.mutate(func(t *txn) error {
+	return api.Empty{}, s.mutate(ctx, []uint64{s.coverGuess(r.Ino)}, func(t *txn) error {
 		in, err := t.get(r.Ino)
 		if err != nil {
 			return err

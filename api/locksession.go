@@ -1,0 +1,276 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// LockSession is one lock client's registration with lockd: its id, its
+// lease and its calls (see lock.go for the protocol). Run keeps the lease.
+type LockSession struct {
+	nc      *nats.Conn
+	fsname  string
+	log     *slog.Logger
+	timeout time.Duration
+
+	// OnRevoke is called, from a NATS goroutine, with the directories whose
+	// locks lockd recalls; they count as given back once it returns.
+	OnRevoke func(dirs []uint64)
+	// OnLost is called when every lock is gone at once (evicted, or a new
+	// lockd instance).
+	OnLost func()
+	// OnID is called with each new client id, before it is used.
+	OnID func(id string)
+
+	// base anchors validUntil on the monotonic clock.
+	base       time.Time
+	validUntil atomic.Int64 // nanoseconds since base; locks are trusted before it
+	// reconnects is the connection's reconnect count when the last
+	// answered ping was sent: locks are not trusted across a reconnect,
+	// which may be to a restarted NATS and lockd (lockd FreshNATS).
+	reconnects atomic.Uint64
+
+	mu       sync.Mutex
+	id       string
+	sub      *nats.Subscription
+	instance string
+	lease    time.Duration
+}
+
+// NewLockSession returns a session; set the callbacks, then Run it.
+func NewLockSession(nc *nats.Conn, fsname string, timeout time.Duration, log *slog.Logger) *LockSession {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &LockSession{nc: nc, fsname: fsname, timeout: timeout, log: log, base: time.Now()}
+}
+
+// Valid reports whether locks granted in this session may be trusted now:
+// the lease is current.
+func (s *LockSession) Valid() bool {
+	return int64(time.Since(s.base)) < s.validUntil.Load() && s.nc.Stats().Reconnects == s.reconnects.Load()
+}
+
+// ID returns the current client id ("" before registration).
+func (s *LockSession) ID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.id
+}
+
+// Run registers and renews the lease until ctx ends, registering again
+// under a new id whenever lockd evicts this client.
+func (s *LockSession) Run(ctx context.Context) error {
+	defer s.unsubscribe()
+	lastWarn := time.Time{}
+	for {
+		wait := 100 * time.Millisecond
+		if err := s.ping(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if time.Since(lastWarn) > 10*time.Second {
+				s.log.Warn("lock service: cannot renew the lease; caching under locks stops until it can", "err", err)
+				lastWarn = time.Now()
+			}
+		} else {
+			s.mu.Lock()
+			wait = s.lease / 4
+			s.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// ping renews the lease, registering first if there is no id.
+func (s *LockSession) ping(ctx context.Context) error {
+	s.mu.Lock()
+	id, register := s.id, false
+	s.mu.Unlock()
+	if id == "" {
+		var err error
+		if id, err = s.register(); err != nil {
+			return err
+		}
+		register = true
+	}
+	sent, reconnects := time.Since(s.base), s.nc.Stats().Reconnects
+	var r LockPingResp
+	err := natsCall(ctx, s.nc, LockSubject(s.fsname, LockOpPing), "lock", LockOpPing, s.timeout, nil, LockPingReq{Client: id, Register: register}, &r)
+	if err != nil {
+		if CodeOf(err) == CodeEvicted {
+			s.lost(id)
+		}
+		return err
+	}
+	if r.LeaseNS <= 0 {
+		return Errorf(CodeIO, "lock service granted a lease of %d ns", r.LeaseNS)
+	}
+	s.mu.Lock()
+	if s.id != id {
+		s.mu.Unlock()
+		return nil // lost meanwhile
+	}
+	changed := s.instance != "" && s.instance != r.Instance
+	s.instance = r.Instance
+	s.lease = time.Duration(r.LeaseNS)
+	s.mu.Unlock()
+	if changed {
+		// A new lockd knows nothing of the old one's grants.
+		s.validUntil.Store(0)
+		if s.OnLost != nil {
+			s.OnLost()
+		}
+	}
+	// A tenth of the lease is left for the two clocks' rates to differ.
+	s.reconnects.Store(reconnects)
+	s.validUntil.Store(int64(sent + time.Duration(r.LeaseNS)*9/10))
+	return nil
+}
+
+// register picks a new id and listens for recalls under it.
+func (s *LockSession) register() (string, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b[:])
+	if s.OnID != nil {
+		s.OnID(id)
+	}
+	sub, err := s.nc.Subscribe(LockCallbackSubject(s.fsname, id), s.recall)
+	if err != nil {
+		return "", Errorf(CodeUnavailable, "subscribing to lock callbacks: %v", err)
+	}
+	s.mu.Lock()
+	old := s.sub
+	s.id, s.sub, s.instance = id, sub, ""
+	s.mu.Unlock()
+	if old != nil {
+		old.Unsubscribe()
+	}
+	return id, nil
+}
+
+func (s *LockSession) recall(m *nats.Msg) {
+	var r LockRevokeReq
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		s.log.Warn("lock service: malformed recall", "err", err)
+		return // no answer: lockd evicts us, which drops everything
+	}
+	if s.OnRevoke != nil {
+		s.OnRevoke(r.Dirs)
+	}
+	if err := m.Respond([]byte("{}")); err != nil {
+		s.log.Warn("lock service: answering a recall", "err", err)
+	}
+}
+
+// lost forgets id after lockd evicted it: everything cached under its locks
+// is dropped and the next ping registers again.
+func (s *LockSession) lost(id string) {
+	s.mu.Lock()
+	if s.id != id {
+		s.mu.Unlock()
+		return
+	}
+	s.id, s.instance = "", ""
+	s.mu.Unlock()
+	s.validUntil.Store(0)
+	if s.OnLost != nil {
+		s.OnLost()
+	}
+}
+
+func (s *LockSession) unsubscribe() {
+	s.mu.Lock()
+	sub := s.sub
+	s.sub, s.id = nil, ""
+	s.mu.Unlock()
+	s.validUntil.Store(0)
+	if sub != nil {
+		sub.Unsubscribe()
+	}
+}
+
+// call sends one request as the current client, registering first if
+// needed (once, if lockd says the id is evicted).
+func (s *LockSession) call(ctx context.Context, op string, req func(id string) any, resp any) error {
+	for attempt := 0; ; attempt++ {
+		id := s.ID()
+		if id == "" {
+			if err := s.ping(ctx); err != nil {
+				return err
+			}
+			id = s.ID()
+		}
+		err := natsCall(ctx, s.nc, LockSubject(s.fsname, op), "lock", op, s.timeout, nil, req(id), resp)
+		if CodeOf(err) == CodeEvicted && attempt == 0 {
+			s.lost(id)
+			continue
+		}
+		return err
+	}
+}
+
+// Enqueue asks for shared locks on dirs and reports whether they were
+// granted by the lockd instance this session trusts.
+func (s *LockSession) Enqueue(ctx context.Context, dirs []uint64) (bool, error) {
+	s.mu.Lock()
+	id, inst := s.id, s.instance
+	s.mu.Unlock()
+	if id == "" || inst == "" {
+		return false, nil // not registered yet
+	}
+	var r LockGrantResp
+	err := natsCall(ctx, s.nc, LockSubject(s.fsname, LockOpEnqueue), "lock", LockOpEnqueue, s.timeout, nil, LockEnqueueReq{Client: id, Dirs: dirs}, &r)
+	if err != nil {
+		if CodeOf(err) == CodeEvicted {
+			s.lost(id)
+		}
+		return false, err
+	}
+	return r.Instance == inst && s.ID() == id, nil
+}
+
+// Cancel gives locks back.
+func (s *LockSession) Cancel(ctx context.Context, dirs []uint64) error {
+	id := s.ID()
+	if id == "" {
+		return nil
+	}
+	return natsCall(ctx, s.nc, LockSubject(s.fsname, LockOpCancel), "lock", LockOpCancel, s.timeout, nil, LockCancelReq{Client: id, Dirs: dirs}, nil)
+}
+
+// Change takes a change barrier on dirs for a change asked by client forID;
+// every other client's lock on them is recalled when it returns.
+func (s *LockSession) Change(ctx context.Context, forID string, dirs []uint64) (uint64, error) {
+	var r LockChangeResp
+	err := s.call(ctx, LockOpChange, func(id string) any { return LockChangeReq{Client: id, For: forID, Dirs: dirs} }, &r)
+	return r.Token, err
+}
+
+// Done ends a change barrier. It does not wait for an answer: a barrier
+// whose end is lost goes with this client's lease.
+func (s *LockSession) Done(token uint64) {
+	id := s.ID()
+	if id == "" {
+		return
+	}
+	data, _ := json.Marshal(LockDoneReq{Client: id, Token: token})
+	if err := s.nc.Publish(LockSubject(s.fsname, LockOpDone), data); err != nil {
+		s.log.Warn("lock service: ending a change barrier", "err", err)
+	}
+}
