@@ -27,7 +27,7 @@ type LockSession struct {
 	// OnLost is called when every lock is gone at once (evicted, or a new
 	// lockd instance).
 	OnLost func()
-	// OnID is called with each new client id, before it is used.
+	// OnID is called with each new client id once lockd registered it.
 	OnID func(id string)
 
 	// base anchors validUntil on the monotonic clock.
@@ -37,6 +37,8 @@ type LockSession struct {
 	// answered ping was sent: locks are not trusted across a reconnect,
 	// which may be to a restarted NATS and lockd (lockd FreshNATS).
 	reconnects atomic.Uint64
+
+	regMu sync.Mutex // one registration at a time
 
 	mu       sync.Mutex
 	id       string
@@ -96,25 +98,62 @@ func (s *LockSession) Run(ctx context.Context) error {
 
 // ping renews the lease, registering first if there is no id.
 func (s *LockSession) ping(ctx context.Context) error {
-	s.mu.Lock()
-	id, register := s.id, false
-	s.mu.Unlock()
+	id := s.ID()
 	if id == "" {
-		var err error
-		if id, err = s.register(); err != nil {
-			return err
-		}
-		register = true
+		return s.register(ctx)
 	}
 	sent, reconnects := time.Since(s.base), s.nc.Stats().Reconnects
 	var r LockPingResp
-	err := natsCall(ctx, s.nc, LockSubject(s.fsname, LockOpPing), "lock", LockOpPing, s.timeout, nil, LockPingReq{Client: id, Register: register}, &r)
+	err := natsCall(ctx, s.nc, LockSubject(s.fsname, LockOpPing), "lock", LockOpPing, s.timeout, nil, LockPingReq{Client: id}, &r)
 	if err != nil {
 		if CodeOf(err) == CodeEvicted {
 			s.lost(id)
 		}
 		return err
 	}
+	return s.renewed(id, sent, reconnects, r)
+}
+
+// register picks a new id, listens for recalls under it, and registers it;
+// only then does the session use it.
+func (s *LockSession) register(ctx context.Context) error {
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	if s.ID() != "" {
+		return nil // registered while this one waited
+	}
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	id := hex.EncodeToString(b[:])
+	sub, err := s.nc.Subscribe(LockCallbackSubject(s.fsname, id), s.recall)
+	if err != nil {
+		return Errorf(CodeUnavailable, "subscribing to lock callbacks: %v", err)
+	}
+	sent, reconnects := time.Since(s.base), s.nc.Stats().Reconnects
+	var r LockPingResp
+	err = natsCall(ctx, s.nc, LockSubject(s.fsname, LockOpPing), "lock", LockOpPing, s.timeout, nil, LockPingReq{Client: id, Register: true}, &r)
+	if err != nil {
+		sub.Unsubscribe()
+		return err
+	}
+	s.mu.Lock()
+	old := s.sub
+	s.id, s.sub, s.instance = id, sub, ""
+	s.mu.Unlock()
+	if old != nil {
+		old.Unsubscribe()
+	}
+	if s.OnID != nil {
+		s.OnID(id)
+	}
+	return s.renewed(id, sent, reconnects, r)
+}
+
+// renewed takes a ping's answer for id, sent at sent (since base) with the
+// connection's reconnect count then.
+func (s *LockSession) renewed(id string, sent time.Duration, reconnects uint64, r LockPingResp) error {
 	if r.LeaseNS <= 0 {
 		return Errorf(CodeIO, "lock service granted a lease of %d ns", r.LeaseNS)
 	}
@@ -126,42 +165,23 @@ func (s *LockSession) ping(ctx context.Context) error {
 	changed := s.instance != "" && s.instance != r.Instance
 	s.instance = r.Instance
 	s.lease = time.Duration(r.LeaseNS)
-	s.mu.Unlock()
 	if changed {
-		// A new lockd knows nothing of the old one's grants.
 		s.validUntil.Store(0)
-		if s.OnLost != nil {
-			s.OnLost()
-		}
 	}
-	// A tenth of the lease is left for the two clocks' rates to differ.
-	s.reconnects.Store(reconnects)
-	s.validUntil.Store(int64(sent + time.Duration(r.LeaseNS)*9/10))
-	return nil
-}
-
-// register picks a new id and listens for recalls under it.
-func (s *LockSession) register() (string, error) {
-	var b [12]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	id := hex.EncodeToString(b[:])
-	if s.OnID != nil {
-		s.OnID(id)
-	}
-	sub, err := s.nc.Subscribe(LockCallbackSubject(s.fsname, id), s.recall)
-	if err != nil {
-		return "", Errorf(CodeUnavailable, "subscribing to lock callbacks: %v", err)
+	s.mu.Unlock()
+	if changed && s.OnLost != nil {
+		// A new lockd knows nothing of the old one's grants.
+		s.OnLost()
 	}
 	s.mu.Lock()
-	old := s.sub
-	s.id, s.sub, s.instance = id, sub, ""
-	s.mu.Unlock()
-	if old != nil {
-		old.Unsubscribe()
+	defer s.mu.Unlock()
+	if s.id == id && s.instance == r.Instance {
+		// A tenth of the lease is left for the two clocks' rates to
+		// differ.
+		s.reconnects.Store(reconnects)
+		s.validUntil.Store(int64(sent + time.Duration(r.LeaseNS)*9/10))
 	}
-	return id, nil
+	return nil
 }
 
 func (s *LockSession) recall(m *nats.Msg) {
@@ -187,8 +207,8 @@ func (s *LockSession) lost(id string) {
 		return
 	}
 	s.id, s.instance = "", ""
-	s.mu.Unlock()
 	s.validUntil.Store(0)
+	s.mu.Unlock()
 	if s.OnLost != nil {
 		s.OnLost()
 	}
@@ -198,8 +218,8 @@ func (s *LockSession) unsubscribe() {
 	s.mu.Lock()
 	sub := s.sub
 	s.sub, s.id = nil, ""
-	s.mu.Unlock()
 	s.validUntil.Store(0)
+	s.mu.Unlock()
 	if sub != nil {
 		sub.Unsubscribe()
 	}
@@ -214,7 +234,9 @@ func (s *LockSession) call(ctx context.Context, op string, req func(id string) a
 			if err := s.ping(ctx); err != nil {
 				return err
 			}
-			id = s.ID()
+			if id = s.ID(); id == "" {
+				return Errorf(CodeUnavailable, "lock service: registration lost at once")
+			}
 		}
 		err := natsCall(ctx, s.nc, LockSubject(s.fsname, op), "lock", op, s.timeout, nil, req(id), resp)
 		if CodeOf(err) == CodeEvicted && attempt == 0 {

@@ -69,7 +69,9 @@ type barrier struct {
 	holder string
 	forID  string
 	dirs   []uint64
-	at     time.Time
+	// at is when the barrier was granted (zero while its recalls are on
+	// their way): a barrier whose end never comes lapses a lease after.
+	at time.Time
 }
 
 // recall is one callback to one client; done closes once the client
@@ -133,18 +135,34 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("lockd: starting NATS service: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
+	var (
+		wg      sync.WaitGroup
+		gate    sync.RWMutex // closing is set under it once the service stops
+		closing bool
+	)
 	defer func() {
+		// micro ends its subscriptions in the background: a request may
+		// still arrive; it is refused rather than started.
 		if err := svc.Stop(); err != nil {
 			s.log.Warn("stopping NATS service", "err", err)
 		}
+		gate.Lock()
+		closing = true
+		gate.Unlock()
+		cancel() // waiting operations give up
+		wg.Wait()
 	}()
+	stopping := api.Errorf(api.CodeUnavailable, "lock service is stopping")
 	// Enqueues and changes may wait (for barriers, for recalls): each runs
 	// in its own goroutine so one waiting never holds up the others.
 	async := func(fn func(context.Context, micro.Request) (any, error)) micro.HandlerFunc {
 		return func(req micro.Request) {
+			gate.RLock()
+			defer gate.RUnlock()
+			if closing {
+				s.respond(req, nil, stopping)
+				return
+			}
 			wg.Go(func() { resp, err := fn(runCtx, req); s.respond(req, resp, err) })
 		}
 	}
@@ -164,6 +182,10 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	wg.Go(func() { s.reap(runCtx) })
+	// Ready means serving: the server knows the endpoints' subscriptions.
+	if err := s.nc.Flush(); err != nil {
+		return fmt.Errorf("lockd: registering endpoints: %w", err)
+	}
 	close(s.ready)
 	s.log.Info("serving", "instance", s.instance, "lease", s.cfg.Lease)
 	<-ctx.Done()
@@ -171,11 +193,15 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-// respond sends a handler's reply or error the way NATS micro does.
+// respond sends a handler's reply, or its error with NATS micro's error
+// headers. It publishes on the reply subject itself rather than through
+// micro.Request, whose state micro reads for its statistics as soon as the
+// handler returns: a waiting operation replies after that.
 func (s *Server) respond(req micro.Request, resp any, err error) {
 	if req.Reply() == "" {
 		return
 	}
+	m := &nats.Msg{Subject: req.Reply()}
 	if err != nil {
 		e := api.AsError(err)
 		code := e.Code
@@ -186,13 +212,12 @@ func (s *Server) respond(req micro.Request, resp any, err error) {
 		if msg == "" {
 			msg = string(code)
 		}
-		if rerr := req.Error(string(code), msg, nil); rerr != nil {
-			s.log.Warn("sending error reply", "err", rerr)
-		}
-		return
+		m.Header = nats.Header{micro.ErrorHeader: []string{msg}, micro.ErrorCodeHeader: []string{string(code)}}
+	} else if m.Data, err = json.Marshal(resp); err != nil {
+		m.Header = nats.Header{micro.ErrorHeader: []string{"encoding reply: " + err.Error()}, micro.ErrorCodeHeader: []string{string(api.CodeInternal)}}
 	}
-	if rerr := req.RespondJSON(resp); rerr != nil {
-		s.log.Warn("sending reply", "err", rerr)
+	if err := s.nc.PublishMsg(m); err != nil {
+		s.log.Warn("sending reply", "err", err)
 	}
 }
 
@@ -430,7 +455,7 @@ func (s *Server) takeBarrier(ctx context.Context, holder, forID string, dirs []u
 		return 0, err
 	}
 	s.nextToken++
-	b := &barrier{token: s.nextToken, holder: holder, forID: forID, dirs: dirs, at: time.Now()}
+	b := &barrier{token: s.nextToken, holder: holder, forID: forID, dirs: dirs}
 	s.barriers[b.token] = b
 	c.barriers[b.token] = struct{}{}
 	// Recall every other client's lock on the directories: one callback
@@ -464,8 +489,19 @@ func (s *Server) takeBarrier(ctx context.Context, holder, forID string, dirs []u
 		go s.sendRecall(rc)
 	}
 	for _, w := range waits {
-		<-w // each ends: the client answers, or its lease runs out
+		// Each ends: the client answers, or its lease runs out.
+		select {
+		case <-w:
+		case <-ctx.Done():
+			s.mu.Lock()
+			s.endBarrier(b)
+			s.mu.Unlock()
+			return 0, api.Errorf(api.CodeUnavailable, "change barrier abandoned: %v", ctx.Err())
+		}
 	}
+	s.mu.Lock()
+	b.at = time.Now()
+	s.mu.Unlock()
 	return b.token, nil
 }
 
@@ -568,7 +604,7 @@ func (s *Server) reap(ctx context.Context) {
 			}
 		}
 		for _, b := range s.barriers {
-			if now.Sub(b.at) > s.cfg.Lease {
+			if !b.at.IsZero() && now.Sub(b.at) > s.cfg.Lease {
 				s.log.Warn("change barrier outlived a lease: ended", "holder", b.holder, "dirs", b.dirs)
 				s.endBarrier(b)
 			}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package lockd
+
+const raceEnabled = false

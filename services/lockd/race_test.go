@@ -1,0 +1,6 @@
+//go:build race
+
+package lockd
+
+// raceEnabled: the race detector is on.
+const raceEnabled = true
