@@ -86,10 +86,19 @@ func TestFsyncSurvivesKill9(t *testing.T) {
 		// Left open on purpose: the crash comes with files still open.
 		defer f.Close()
 	}
-	// A rename acknowledged by the mount is durable in meta too.
+	// A rename is durable once its directory is fsynced (POSIX, as on a
+	// local file system: the write-then-rename pattern fsyncs both).
 	if err := os.Rename(c.path("d", "f0"), c.path("d", "renamed")); err != nil {
 		t.Fatal(err)
 	}
+	dir, err := os.Open(c.path("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dir.Sync(); err != nil {
+		t.Fatalf("fsync of the directory: %v", err)
+	}
+	dir.Close()
 	files[c.path("d", "renamed")] = files[c.path("d", "f0")]
 	delete(files, c.path("d", "f0"))
 

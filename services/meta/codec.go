@@ -32,6 +32,8 @@ var (
 	keyInodes  = []byte("Minodes")
 	keyFSID    = []byte("Mfsid")
 	keyFormat  = []byte("Mformat")
+	// keyClean is present while the store is closed after a clean stop.
+	keyClean = []byte("Mclean")
 )
 
 // storeFormat is the on-disk format version written in Mformat.

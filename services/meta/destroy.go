@@ -39,6 +39,41 @@ func (h *destroyHandOff) take() []api.StripeObject {
 	return objs
 }
 
+// awaitingSync holds the objects of deletions applied but not yet durable,
+// by commit number, until the syncer's sync covers them.
+type awaitingSync struct {
+	mu      sync.Mutex
+	waiting []awaiting
+}
+
+type awaiting struct {
+	commit uint64
+	objs   []api.StripeObject
+}
+
+func (a *awaitingSync) add(commit uint64, objs []api.StripeObject) {
+	a.mu.Lock()
+	a.waiting = append(a.waiting, awaiting{commit, objs})
+	a.mu.Unlock()
+}
+
+// durable returns, and forgets, the objects of deletions up to commit.
+func (a *awaitingSync) durable(commit uint64) []api.StripeObject {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []api.StripeObject
+	keep := a.waiting[:0]
+	for _, w := range a.waiting {
+		if w.commit <= commit {
+			out = append(out, w.objs...)
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	a.waiting = keep
+	return out
+}
+
 // runDestroyer removes the stripe objects on the destroy queue from their
 // OSTs. An entry leaves the queue only once its OST confirmed the destroy.
 // Objects queued while it runs are handed to it in memory; the queue on disk

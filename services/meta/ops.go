@@ -10,8 +10,8 @@ import (
 )
 
 // Each operation validates its request completely, then (for changes) runs
-// inside store.mutate: every precondition is checked before the first write,
-// so a refused request changes nothing.
+// inside Server.mutate: every precondition is checked before the first
+// write, so a refused request changes nothing.
 
 func checkIno(ino uint64, what string) error {
 	if ino == 0 {
@@ -665,10 +665,8 @@ func (s *Server) updatesize(ctx context.Context, r *api.UpdateSizeReq) (api.Attr
 	}
 	var resp api.AttrResp
 	// Sizes and mtimes that writes produced are data, whose durability
-	// fsync promises (its OpSync follows this); close(2) promises none, so
-	// the reply does not wait for the WAL: the change is visible to every
-	// client at once and durable after the next sync.
-	err := s.mutateUnsynced(ctx, []uint64{s.coverGuess(r.Ino)}, func(t *txn) error {
+	// fsync promises (its OpSync follows this); close(2) promises none.
+	err := s.mutate(ctx, []uint64{s.coverGuess(r.Ino)}, func(t *txn) error {
 		in, err := t.get(r.Ino)
 		if err != nil {
 			return err

@@ -67,6 +67,7 @@ type Server struct {
 	wakeSyncer    chan struct{}
 	syncerGrace   time.Duration // see the constant; tests lengthen it
 	handOff       destroyHandOff
+	awaitingSync  awaitingSync // objects whose deletion is not durable yet
 	fatal         chan error
 
 	stats map[string]*opStats
@@ -259,7 +260,11 @@ func (s *Server) Run(ctx context.Context) error {
 	// A clean stop leaves nothing unsynced: the syncer may still be giving
 	// the last changes their grace.
 	if s.st.failed.Load() == nil {
-		if err := s.st.syncWAL(); err != nil && runErr == nil {
+		err := s.st.syncWAL()
+		if err == nil {
+			err = s.st.markClean()
+		}
+		if err != nil && runErr == nil {
 			runErr = fmt.Errorf("meta: %w", err)
 		}
 	}
@@ -451,18 +456,17 @@ func sanitize(msg string) string {
 	return msg
 }
 
-// syncerGrace is how long the syncer lets unsynced changes wait for a
-// durable reply's sync to cover them before it syncs itself. On a busy
-// server one comes within a few hundred microseconds (a small file is a
-// create, then a size update: without the wait every file cost two WAL
-// syncs, and each sync is an ext4 journal commit that stalls the OSTs'
+// syncerGrace is how long the syncer lets changes gather before it syncs
+// them: one WAL sync then covers every change applied in the meantime
+// (each sync is an ext4 journal commit, which also stalls the OSTs' object
 // creates on the same disk). Durability is promised only by OpSync, which
 // does not wait.
 const syncerGrace = 2 * time.Millisecond
 
-// runSyncer makes the changes mutateUnsynced applied durable soon after,
-// off their reply path; one sync covers every change applied before it
-// starts, so a burst of them costs one or two.
+// runSyncer makes applied changes durable soon after, off their reply path;
+// one sync covers every change applied before it starts, so a burst of
+// them costs one or two. Then it hands the objects of durable deletions to
+// the destroyer.
 func (s *Server) runSyncer(ctx context.Context) {
 	grace := time.NewTimer(s.syncerGrace)
 	grace.Stop() // started by each wake below
@@ -479,14 +483,19 @@ func (s *Server) runSyncer(ctx context.Context) {
 			return
 		case <-grace.C:
 		}
-		if s.st.durableCommits.Load() >= s.st.commits.Load() {
-			continue // a reply's own sync got there first
+		if s.st.durableCommits.Load() < s.st.commits.Load() {
+			if err := s.st.syncWAL(); err != nil {
+				return // the store failed; Run stops meta
+			}
+			// A durable change has records to publish now.
+			s.wake(s.wakePublisher)
 		}
-		if err := s.st.syncWAL(); err != nil {
-			return // the store failed; Run stops meta
+		if objs := s.awaitingSync.durable(s.st.durableCommits.Load()); len(objs) > 0 {
+			// Hand them to the destroyer directly, so it need not search
+			// the queue on disk for them.
+			s.handOff.add(objs)
+			s.wake(s.wakeDestroyer)
 		}
-		// A durable change has records to publish now.
-		s.wake(s.wakePublisher)
 	}
 }
 
@@ -497,20 +506,23 @@ func (s *Server) wake(ch chan struct{}) {
 	}
 }
 
-// mutate runs one namespace change, replies once it is durable, and wakes
-// the background workers that depend on durable state. dirs are the
-// directories whose locks are expected to cover what it alters (a guess:
-// see change).
+// mutate runs one namespace change and replies once it is applied: every
+// client sees it at once, and it is durable after the next WAL sync, which
+// the syncer makes within syncerGrace and OpSync waits for. That is the
+// durability POSIX gives names and attributes: a create, rename or unlink
+// is durable once the file or its directory is fsynced (each an OpSync),
+// as on a local file system. Data is another matter: the OSTs acknowledge
+// a fsync only once the bytes are on their disks. dirs are the directories
+// whose locks are expected to cover what the change alters (a guess: see
+// change).
 func (s *Server) mutate(ctx context.Context, dirs []uint64, fn func(t *txn) error) error {
-	return s.change(ctx, true, dirs, fn)
+	return s.change(ctx, dirs, fn)
 }
 
-// mutateUnsynced runs a change whose durability is promised only by a later
-// sync: it is visible at once, and the changelog publisher makes it durable
-// in the background (a sync of its own, off the reply path).
-func (s *Server) mutateUnsynced(ctx context.Context, dirs []uint64, fn func(t *txn) error) error {
-	return s.change(ctx, false, dirs, fn)
-}
+// maxUnsyncedCommits bounds the changes applied but not yet durable: past
+// it a change waits for a sync (push back, and a bound on the inode
+// numbers a crash can lose, see inoGapAfterCrash).
+const maxUnsyncedCommits = 1 << 16
 
 // maxRelocks bounds how often one change widens its change barrier.
 const maxRelocks = 3
@@ -522,7 +534,7 @@ const maxRelocks = 3
 // turns out to alter what another directory covers (a moved or hard-linked
 // file, a removed directory), nothing is written and the change is retried
 // with that directory too.
-func (s *Server) change(ctx context.Context, durable bool, dirs []uint64, fn func(t *txn) error) error {
+func (s *Server) change(ctx context.Context, dirs []uint64, fn func(t *txn) error) error {
 	allowed := make(map[uint64]struct{}, len(dirs))
 	for _, d := range dirs {
 		if d != 0 {
@@ -558,27 +570,23 @@ func (s *Server) change(ctx context.Context, durable bool, dirs []uint64, fn fun
 		if err != nil {
 			return err
 		}
-		// Even a change that wrote nothing may have read state another
-		// mutation applied but has not yet made durable: a durable reply
-		// waits for it. Objects go to the destroyer only once their
-		// deletion is.
-		if durable || len(queued) > 0 {
+		if !t.wrote {
+			return nil
+		}
+		if t.commit-min(t.commit, s.st.durableCommits.Load()) > maxUnsyncedCommits {
 			if err := s.st.waitDurable(t.commit); err != nil {
 				return err
 			}
 		}
-		if !durable && t.wrote {
-			s.wake(s.wakeSyncer)
+		if len(queued) > 0 {
+			// Objects go to the destroyer only once their deletion is
+			// durable: the syncer hands them over after its sync.
+			s.awaitingSync.add(t.commit, queued)
 		}
 		if logged {
 			s.wake(s.wakePublisher)
 		}
-		if len(queued) > 0 {
-			// Durable now: hand the objects to the destroyer directly, so
-			// it need not search the queue on disk for them.
-			s.handOff.add(queued)
-			s.wake(s.wakeDestroyer)
-		}
+		s.wake(s.wakeSyncer)
 		return nil
 	}
 }

@@ -90,6 +90,20 @@ func openStore(dir string, fs vfs.FS, log *slog.Logger) (*store, error) {
 
 func (s *store) close() error { return s.db.Close() }
 
+// inoGapAfterCrash is how many inode numbers are skipped after a crash.
+// Changes reply before they are durable, but at most maxUnsyncedCommits of
+// them wait for a WAL sync at once, each allocating a few numbers.
+const inoGapAfterCrash = 1 << 24
+
+// markClean records a clean stop: every change is durable (the caller
+// synced), so the next open need not skip inode numbers.
+func (s *store) markClean() error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	return s.db.Set(keyClean, []byte{1}, pebble.Sync)
+}
+
 func (s *store) load() error {
 	format, err := s.getMeta(keyFormat)
 	if err != nil {
@@ -122,6 +136,25 @@ func (s *store) load() error {
 		return err
 	}
 	s.fsid = string(id)
+	clean, err := s.getMeta(keyClean)
+	if err != nil {
+		return err
+	}
+	if clean == nil {
+		// A crash may have lost changes whose inode numbers (and object
+		// ids, from the same space) were already handed out, and objects
+		// written under them on the OSTs: never hand those out again.
+		s.log.Warn("metadata store was not closed cleanly: skipping inode numbers a lost change may have used", "from", s.nextIno, "skipped", inoGapAfterCrash)
+		s.nextIno += inoGapAfterCrash
+	}
+	b := s.db.NewBatch()
+	b.Set(keyNextIno, putU64(s.nextIno), nil)
+	b.Delete(keyClean, nil) // until the next clean stop
+	err = b.Commit(pebble.NoSync)
+	b.Close()
+	if err != nil {
+		return fmt.Errorf("opening metadata store: %w", err)
+	}
 	// Whatever the WAL replay brought back is on disk now: make it durable
 	// before the publisher may treat it as such.
 	if err := s.db.LogData(nil, pebble.Sync); err != nil {
