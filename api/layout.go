@@ -24,6 +24,10 @@ const (
 	NATSXattr = "stria.nats"
 	// FSNameXattr names the file system (the subject prefix) the same way.
 	FSNameXattr = "stria.fsname"
+	// LockXattr, read on a directory, tells whether the mount holds its
+	// lock ("held", "asking", "unlocked", or "lapsed" while its lease is
+	// not renewed), as lctl shows Lustre's.
+	LockXattr = "stria.lock"
 )
 
 // StripeObject is one stripe of a file: which OST holds it and its object id

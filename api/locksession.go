@@ -61,6 +61,15 @@ func (s *LockSession) Valid() bool {
 	return int64(time.Since(s.base)) < s.validUntil.Load() && s.nc.Stats().Reconnects == s.reconnects.Load()
 }
 
+// ValidFor is how much longer locks granted in this session may be trusted
+// without a further renewal (0 if not now).
+func (s *LockSession) ValidFor() time.Duration {
+	if !s.Valid() {
+		return 0
+	}
+	return max(0, time.Duration(s.validUntil.Load())-time.Since(s.base))
+}
+
 // ID returns the current client id ("" before registration).
 func (s *LockSession) ID() string {
 	s.mu.Lock()

@@ -58,10 +58,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 }
 
 func (n *node) refreshIfStale(ctx context.Context) error {
-	n.mu.Lock()
-	fresh := time.Since(n.attrAt) < n.gw.cfg.AttrTimeout
-	n.mu.Unlock()
-	if fresh {
+	if _, fresh := n.freshAttr(); fresh {
 		return nil
 	}
 	if in, ok := n.gw.ns.attr(n.ino()); ok {

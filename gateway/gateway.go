@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +37,11 @@ type Config struct {
 	// names and attributes.
 	EntryTimeout time.Duration `json:"entry-timeout"`
 	AttrTimeout  time.Duration `json:"attr-timeout"`
+	// LockedTimeout is how long the kernel may cache names and attributes
+	// that a lock this mount holds covers (also bounded by the lock
+	// lease): the lock's recall makes the kernel drop them. 0: the kernel
+	// caches them for the two timeouts above only.
+	LockedTimeout time.Duration `json:"locked-timeout"`
 	// OSTTimeout bounds one data request: an OST that stops answering
 	// gives EIO after it, never a hung mount.
 	OSTTimeout time.Duration `json:"ost-timeout"`
@@ -53,13 +59,14 @@ type Config struct {
 // NewConfig returns the defaults.
 func NewConfig() Config {
 	return Config{
-		FSName:       "stria",
-		EntryTimeout: time.Second,
-		AttrTimeout:  time.Second,
-		OSTTimeout:   30 * time.Second,
-		MetaTimeout:  30 * time.Second,
-		StartTimeout: 60 * time.Second,
-		ReadAheadKB:  8 << 10,
+		FSName:        "stria",
+		EntryTimeout:  time.Second,
+		AttrTimeout:   time.Second,
+		LockedTimeout: time.Minute,
+		OSTTimeout:    30 * time.Second,
+		MetaTimeout:   30 * time.Second,
+		StartTimeout:  60 * time.Second,
+		ReadAheadKB:   8 << 10,
 	}
 }
 
@@ -73,6 +80,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OSTTimeout <= 0 || c.MetaTimeout <= 0 || c.StartTimeout <= 0 {
 		return errors.New("gateway: timeouts must be positive")
+	}
+	if c.EntryTimeout < 0 || c.AttrTimeout < 0 || c.LockedTimeout < 0 {
+		return errors.New("gateway: cache timeouts must not be negative")
 	}
 	return nil
 }
@@ -95,6 +105,9 @@ type Gateway struct {
 	// under its locks (nscache.go).
 	locks *api.LockSession
 	ns    *nsCache
+	// server is the mounted FUSE server, for the kernel invalidations of
+	// the namespace cache (nil until mounted).
+	server atomic.Pointer[fuse.Server]
 
 	ready chan struct{}
 
@@ -140,7 +153,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		aheadBytes: semaphore.NewWeighted(raTotalBytes),
 		written:    map[uint64]*node{},
 	}
-	g.ns = newNSCache(g.locks, lg)
+	g.ns = newNSCache(g.locks, cfg.LockedTimeout, lg)
+	g.ns.invalidate = g.invalidateKernel
 	g.ns.list = func(ctx context.Context, dir uint64, limit int) (api.ReadDirResp, error) {
 		var r api.ReadDirResp
 		err := g.metaCall(ctx, api.OpReadDir, api.ReadDirReq{Ino: dir, Limit: limit}, &r)
@@ -150,6 +164,25 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	g.locks.OnRevoke = g.ns.revoke
 	g.locks.OnLost = g.ns.lost
 	return g, nil
+}
+
+// invalidateKernel has the kernel drop names and attributes that dropped
+// locks covered.
+// covered. The kernel's node ids are the inode numbers (ExternalNodeID);
+// a name or inode the kernel no longer holds is nothing to drop (ENOENT).
+func (g *Gateway) invalidateKernel(drops []dropped) {
+	srv := g.server.Load()
+	if srv == nil {
+		return
+	}
+	for _, d := range drops {
+		for _, name := range d.names {
+			srv.EntryNotify(d.dir, name)
+		}
+		for _, ino := range d.inos {
+			srv.InodeNotify(ino, -1, 0) // attributes only
+		}
+	}
 }
 
 // Ready is closed once the file system is mounted and usable.
@@ -180,6 +213,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: mounting %s: %w", g.cfg.Mountpoint, err)
 	}
+	g.server.Store(server)
 	if err := server.WaitMount(); err != nil {
 		server.Unmount()
 		return fmt.Errorf("gateway: waiting for mount: %w", err)
@@ -281,7 +315,10 @@ func (g *Gateway) fuseOptions() *fs.Options {
 		AttrTimeout:     &attr,
 		NegativeTimeout: &negative,
 		RootStableAttr:  &fs.StableAttr{Ino: api.RootIno},
-		Logger:          log.New(slogWriter{g.log}, "", 0),
+		// Node ids are inode numbers (meta never reuses one), so the
+		// namespace cache can name to the kernel what it must drop.
+		ExternalNodeID: true,
+		Logger:         log.New(slogWriter{g.log}, "", 0),
 	}
 	if !g.cfg.Debug {
 		opts.MountOptions.Logger = log.New(slogWriter{g.log}, "", 0)

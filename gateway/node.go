@@ -33,8 +33,8 @@ type node struct {
 	touched map[int]bool // stripes written since the last fsync
 	// noCapsAt is when meta last said the file has no security.capability
 	// xattr. The kernel asks for it before every write (to remove it);
-	// the answer is kept as long as attributes are, and dropped when this
-	// mount changes xattrs or sees the ctime move.
+	// the answer is kept for noCapsWindow, and dropped when this mount
+	// changes xattrs, sees the ctime move, or loses the lock covering it.
 	noCapsAt time.Time
 
 	// Write-behind: writes in flight to the OSTs, and the first error one
@@ -149,11 +149,23 @@ func (n *node) refresh(a api.Attr, l *api.Layout) {
 	}
 }
 
+// freshAttr returns the node's attributes and whether they are fresh:
+// taken within AttrTimeout (as the kernel's own copy would be) and not
+// since made suspect by a recall of the lock covering them.
+func (n *node) freshAttr() (api.Attr, bool) {
+	n.mu.Lock()
+	a, at := n.attr, n.attrAt
+	n.mu.Unlock()
+	fresh := time.Since(at) < n.gw.cfg.AttrTimeout && !n.gw.ns.recalledSince(coverOf(a), at)
+	return a, fresh
+}
+
 // stale makes the next Getattr ask meta: a change this mount made altered
 // attributes it has no reply for.
 func (n *node) stale() {
 	n.mu.Lock()
 	n.attrAt = time.Time{}
+	n.noCapsAt = time.Time{}
 	n.mu.Unlock()
 }
 
@@ -188,7 +200,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		if absent {
 			return nil, syscall.ENOENT
 		}
-		return n.newChild(ctx, r, out), 0
+		inode := n.newChild(ctx, r, out)
+		n.gw.ns.entryTTLs(n.ino(), name, out)
+		return inode, 0
 	}
 	seq := n.gw.ns.begin()
 	var r api.EntryResp
@@ -199,7 +213,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		return nil, n.gw.errno("lookup", err)
 	}
 	n.gw.ns.learn(seq, n.ino(), name, r)
-	return n.newChild(ctx, r, out), 0
+	inode := n.newChild(ctx, r, out)
+	n.gw.ns.entryTTLs(n.ino(), name, out)
+	return inode, 0
 }
 
 // Getattr answers from this node's attributes while they are fresh:
@@ -208,9 +224,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 // cache has the same lifetime). Creating a file, for one, makes the kernel
 // ask for its directory's attributes again; this saves that round trip.
 func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.mu.Lock()
-	a, fresh := n.attr, time.Since(n.attrAt) < n.gw.cfg.AttrTimeout
-	n.mu.Unlock()
+	a, fresh := n.freshAttr()
 	if fresh {
 		n.gw.fillAttr(a, &out.Attr)
 		return 0
@@ -218,6 +232,7 @@ func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	if in, ok := n.gw.ns.attr(n.ino()); ok {
 		n.refresh(in.attr, nil)
 		n.gw.fillAttr(in.attr, &out.Attr)
+		out.SetTimeout(n.gw.ns.attrTTL(n.ino()))
 		return 0
 	}
 	seq := n.gw.ns.begin()
@@ -238,6 +253,7 @@ func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	n.gw.ns.learnAttr(seq, r.Attr)
 	n.refresh(r.Attr, nil)
 	n.gw.fillAttr(r.Attr, &out.Attr)
+	out.SetTimeout(n.gw.ns.attrTTL(n.ino()))
 	return 0
 }
 
@@ -361,7 +377,9 @@ func (n *node) create(ctx context.Context, name string, req api.CreateReq, out *
 	}
 	n.gw.ns.added(n.ino(), name, r)
 	n.changed(r.Parent)
-	return n.newChild(ctx, r, out), r, nil
+	inode := n.newChild(ctx, r, out)
+	n.gw.ns.entryTTLs(n.ino(), name, out)
+	return inode, r, nil
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
@@ -426,7 +444,9 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	n.gw.ns.added(n.ino(), name, r)
 	n.changed(r.Parent)
-	return n.newChild(ctx, r, out), 0
+	inode := n.newChild(ctx, r, out)
+	n.gw.ns.entryTTLs(n.ino(), name, out)
+	return inode, 0
 }
 
 // openChild reports whether this mount has the named child open.
@@ -547,6 +567,8 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		value = []byte(n.gw.cfg.NATSURL)
 	case api.FSNameXattr:
 		value = []byte(n.gw.cfg.FSName)
+	case api.LockXattr:
+		value = []byte(n.gw.ns.lockState(n.ino()))
 	default:
 		caps := attr == capsXattr
 		if caps && n.knownNoCaps() {
@@ -573,12 +595,19 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 // capsXattr is the file capability xattr the kernel checks on every write.
 const capsXattr = "security.capability"
 
+// noCapsWindow is how long meta's word that a file has no capability xattr
+// is taken: another mount setting one changes the file's ctime, which
+// recalls the lock covering it (and the word with it), and otherwise the
+// window bounds it.
+const noCapsWindow = time.Second
+
 // knownNoCaps reports whether meta said recently enough that the file has
 // no security.capability xattr.
 func (n *node) knownNoCaps() bool {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	return !n.noCapsAt.IsZero() && time.Since(n.noCapsAt) < n.gw.cfg.AttrTimeout
+	at, cover := n.noCapsAt, coverOf(n.attr)
+	n.mu.Unlock()
+	return !at.IsZero() && time.Since(at) < noCapsWindow && !n.gw.ns.recalledSince(cover, at)
 }
 
 // noteNoCaps records that the file has no security.capability xattr now.

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/stria/stria/api"
 )
 
@@ -18,14 +19,24 @@ import (
 // trip; a directory known complete answers "no such name" too, which spares
 // every create its negative lookup.
 //
-// The kernel keeps its own copy for the entry and attribute timeouts, as
-// before: this cache is what it asks when those lapse (or after its caches
-// were dropped).
+// The kernel keeps a copy too. What this cache answers under a lock, the
+// kernel may keep for as long as the lock is sure to be trusted (ttl); when
+// a lock is recalled or given back, the kernel is told to drop what it
+// covered (invalidate) before the recall is answered, or shortly after if
+// the kernel is busy: a FUSE request of this mount holding the directory
+// may itself be waiting for another mount's recall, and waiting for it here
+// could close a circle.
 type nsCache struct {
-	locks *api.LockSession
+	locks lockClient
 	log   *slog.Logger
+	// maxTTL bounds how long the kernel keeps what a held lock covers
+	// (Config.LockedTimeout; the lease bounds it too).
+	maxTTL time.Duration
 	// list reads a directory's first page for priming (meta readdir).
 	list func(ctx context.Context, dir uint64, limit int) (api.ReadDirResp, error)
+	// invalidate has the kernel drop names and attributes (it may block:
+	// see unlock). nil in unit tests.
+	invalidate func([]dropped)
 
 	mu sync.Mutex
 	// seq counts events that make replies to earlier requests suspect:
@@ -33,11 +44,24 @@ type nsCache struct {
 	// directory records the last that touched what its lock covers
 	// (dirCache.changed); a reply to a request sent at seq s is cached
 	// only where nothing changed after s.
-	seq     uint64
-	lostAt  uint64
-	dirs    map[uint64]*dirCache
-	attrs   map[uint64]cachedInode
-	entries int // names held over all directories
+	seq    uint64
+	lostAt uint64
+	// lostTime is when every lock was last lost (see recalledSince).
+	lostTime time.Time
+	dirs     map[uint64]*dirCache
+	attrs    map[uint64]cachedInode
+	entries  int // names held over all directories
+	// pending is what dropped locks covered, for the kernel to drop too;
+	// taken by unlock.
+	pending []dropped
+}
+
+// dropped is what one directory's lock covered: its names, and the inodes
+// whose attributes it covered (the directory's own among them).
+type dropped struct {
+	dir   uint64
+	names []string
+	inos  []uint64
 }
 
 // Lock states of a directory.
@@ -66,6 +90,9 @@ type cachedInode struct {
 }
 
 const (
+	// kernelInvalWait is how long a recall waits for the kernel to drop
+	// what the lock covered before it is answered anyway.
+	kernelInvalWait = 20 * time.Millisecond
 	// maxCachedNames bounds the names (and so attributes) cached per
 	// mount; past it whole directories are dropped and their locks given
 	// back.
@@ -79,15 +106,24 @@ const (
 	recallBackoff = 100 * time.Millisecond
 )
 
-func newNSCache(locks *api.LockSession, log *slog.Logger) *nsCache {
-	return &nsCache{locks: locks, log: log, dirs: map[uint64]*dirCache{}, attrs: map[uint64]cachedInode{}}
+// lockClient is what the cache needs of the mount's lock session
+// (api.LockSession).
+type lockClient interface {
+	Valid() bool
+	ValidFor() time.Duration
+	Enqueue(ctx context.Context, dirs []uint64) (bool, error)
+	Cancel(ctx context.Context, dirs []uint64) error
+}
+
+func newNSCache(locks lockClient, maxTTL time.Duration, log *slog.Logger) *nsCache {
+	return &nsCache{locks: locks, maxTTL: maxTTL, log: log, dirs: map[uint64]*dirCache{}, attrs: map[uint64]cachedInode{}}
 }
 
 // begin returns the sequence number to pass to learn calls for a request
 // sent now.
 func (c *nsCache) begin() uint64 {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	return c.seq
 }
 
@@ -130,7 +166,7 @@ func (c *nsCache) heldLocked(d uint64) *dirCache {
 // cache cannot tell (and the directory's lock is asked for, if need be).
 func (c *nsCache) lookup(dir uint64, name string) (r api.EntryResp, absent, ok bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	dc := c.heldLocked(dir)
 	if dc == nil {
 		c.wantLocked(dir)
@@ -153,7 +189,7 @@ func (c *nsCache) lookup(dir uint64, name string) (r api.EntryResp, absent, ok b
 // attr returns an inode's cached attributes (and layout, for a file).
 func (c *nsCache) attr(ino uint64) (cachedInode, bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	return c.attrLocked(ino)
 }
 
@@ -176,7 +212,7 @@ func coverOf(a api.Attr) uint64 {
 // learn caches what a lookup sent at seq s found.
 func (c *nsCache) learn(s, dir uint64, name string, r api.EntryResp) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	if !c.staleLocked(dir, s) {
 		c.putNameLocked(dir, name, r.Attr.Ino)
 	}
@@ -188,7 +224,7 @@ func (c *nsCache) learn(s, dir uint64, name string, r api.EntryResp) {
 // learnAbsent caches that a lookup sent at seq s found no such name.
 func (c *nsCache) learnAbsent(s, dir uint64, name string) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	if !c.staleLocked(dir, s) {
 		c.putNameLocked(dir, name, 0)
 	}
@@ -197,7 +233,7 @@ func (c *nsCache) learnAbsent(s, dir uint64, name string) {
 // learnAttr caches attributes a getattr sent at seq s returned.
 func (c *nsCache) learnAttr(s uint64, a api.Attr) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	if !c.staleLocked(coverOf(a), s) {
 		c.putAttrLocked(a, nil)
 	}
@@ -252,7 +288,7 @@ func (c *nsCache) putAttrLocked(a api.Attr, layout *api.Layout) {
 // reply (which carries the directory's attributes after the change).
 func (c *nsCache) added(dir uint64, name string, r api.EntryResp) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	c.touchLocked(dir)
 	if in, ok := c.attrs[r.Attr.Ino]; ok && coverOf(in.attr) != coverOf(r.Attr) {
 		c.touchLocked(coverOf(in.attr)) // a new hard link: uncovered now
@@ -268,7 +304,7 @@ func (c *nsCache) added(dir uint64, name string, r api.EntryResp) {
 // removed records that this mount removed name (inode ino) from dir.
 func (c *nsCache) removed(dir uint64, name string, ino uint64, parent *api.Attr) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	c.touchLocked(dir)
 	c.putNameLocked(dir, name, 0)
 	c.forgetAttrLocked(ino) // its link count and ctime changed
@@ -288,7 +324,7 @@ func (c *nsCache) removed(dir uint64, name string, ino uint64, parent *api.Attr)
 // exchanging with dst (0: none, or not known).
 func (c *nsCache) renamed(dir uint64, name string, newDir uint64, newName string, src, dst uint64, exchange bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	c.touchLocked(dir)
 	c.touchLocked(newDir)
 	delete(c.attrs, dir) // mtimes
@@ -311,7 +347,7 @@ func (c *nsCache) renamed(dir uint64, name string, newDir uint64, newName string
 // changedAttr records an inode's attributes after a change this mount made.
 func (c *nsCache) changedAttr(a api.Attr) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	c.touchLocked(coverOf(a))
 	c.putAttrLocked(a, nil)
 }
@@ -321,7 +357,7 @@ func (c *nsCache) changedAttr(a api.Attr) {
 // does not know.
 func (c *nsCache) forgetAttr(ino uint64) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	c.forgetAttrLocked(ino)
 }
 
@@ -343,7 +379,7 @@ func (c *nsCache) forgetAttrLocked(ino uint64) {
 // applied).
 func (c *nsCache) forgetNames(dir uint64) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	c.touchLocked(dir)
 	c.forgetNamesLocked(dir)
 	delete(c.attrs, dir)
@@ -357,7 +393,35 @@ func (c *nsCache) forgetNamesLocked(dir uint64) {
 	}
 }
 
+// recalledSince reports whether the lock of dir was recalled or given up
+// after t: attributes a node took at t, which dir's lock covered, may be
+// stale since.
+func (c *nsCache) recalledSince(dir uint64, t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lostTime.After(t) {
+		return true
+	}
+	dc := c.dirs[dir]
+	return dc != nil && dc.recalledAt.After(t)
+}
+
 // Locks.
+
+// lockState names the state of dir's lock, for the stria.lock xattr.
+func (c *nsCache) lockState(dir uint64) string {
+	c.mu.Lock()
+	defer c.unlock(0)
+	switch dc := c.dirs[dir]; {
+	case dc == nil || dc.state == unlocked:
+		return "unlocked"
+	case dc.state == asking:
+		return "asking"
+	case !c.locks.Valid():
+		return "lapsed"
+	}
+	return "held"
+}
 
 // wantLocked asks for dir's lock in the background unless it is held, being
 // asked for, or was recalled just now. Called with mu.
@@ -410,7 +474,7 @@ func (c *nsCache) prime(ctx context.Context, dir, gen, s uint64) {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	dc := c.heldLocked(dir)
 	if dc == nil || dc.gen != gen || c.staleLocked(dir, s) {
 		return
@@ -429,21 +493,87 @@ func (c *nsCache) prime(ctx context.Context, dir, gen, s uint64) {
 // revoke drops what the recalled directories' locks covered.
 func (c *nsCache) revoke(dirs []uint64) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, d := range dirs {
 		dc := c.dir(d)
 		c.dropLocked(d, dc)
 		c.touchLocked(d)
 		dc.recalledAt = time.Now()
 	}
+	c.unlock(kernelInvalWait)
+}
+
+// unlock releases mu, then has the kernel drop what dropped locks covered,
+// waiting up to wait for it.
+func (c *nsCache) unlock(wait time.Duration) {
+	pending := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	if len(pending) == 0 || c.invalidate == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.invalidate(pending)
+	}()
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+		}
+	}
+}
+
+// attrTTL is how long the kernel may keep an inode's attributes this mount
+// answered: while the lock covering them is sure to be trusted (the lease),
+// at most maxTTL; 0 when no held lock covers them (the kernel then
+// keeps them for the mount's timeout).
+func (c *nsCache) attrTTL(ino uint64) time.Duration {
+	c.mu.Lock()
+	defer c.unlock(0)
+	if _, ok := c.attrLocked(ino); !ok {
+		return 0
+	}
+	return c.kernelTTL()
+}
+
+// kernelTTL is how long the kernel may keep what a held lock covers, from
+// now. Called with mu.
+func (c *nsCache) kernelTTL() time.Duration {
+	if c.maxTTL <= 0 {
+		return 0
+	}
+	return min(c.locks.ValidFor(), c.maxTTL)
+}
+
+// entryTTLs sets how long the kernel keeps an entry this mount answered
+// for name in dir, and the attributes in it, when locks cover them.
+func (c *nsCache) entryTTLs(dir uint64, name string, out *fuse.EntryOut) {
+	c.mu.Lock()
+	defer c.unlock(0)
+	valid := c.kernelTTL()
+	if valid <= 0 {
+		return
+	}
+	if dc := c.heldLocked(dir); dc != nil {
+		if ino, ok := dc.names[name]; ok && ino == out.Ino {
+			out.SetEntryTimeout(valid)
+		}
+	}
+	if in, ok := c.attrLocked(out.Ino); ok && in.attr.Ino == out.Ino {
+		out.SetAttrTimeout(valid)
+	}
 }
 
 // lost drops everything: lockd evicted this mount or restarted.
 func (c *nsCache) lost() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer c.unlock(0)
 	c.seq++
 	c.lostAt = c.seq
+	c.lostTime = time.Now()
 	for d, dc := range c.dirs {
 		c.dropLocked(d, dc)
 	}
@@ -455,6 +585,18 @@ func (c *nsCache) lost() {
 // dropLocked forgets a directory's cache; its lock is then not held (the
 // caller gives it back if lockd still counts it). Called with mu.
 func (c *nsCache) dropLocked(d uint64, dc *dirCache) {
+	if dc.state == held {
+		k := dropped{dir: d, inos: []uint64{d}}
+		for name, ino := range dc.names {
+			if ino != 0 {
+				k.names = append(k.names, name)
+			}
+		}
+		for ino := range dc.covered {
+			k.inos = append(k.inos, ino)
+		}
+		c.pending = append(c.pending, k)
+	}
 	c.entries -= len(dc.names)
 	for ino := range dc.covered {
 		if in, ok := c.attrs[ino]; ok && coverOf(in.attr) == d {
@@ -477,6 +619,7 @@ func (c *nsCache) shrinkLocked() {
 		if dc.state == held {
 			c.dropLocked(d, dc)
 			c.touchLocked(d)
+			dc.recalledAt = time.Now()
 			back = append(back, d)
 		}
 	}

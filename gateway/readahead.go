@@ -20,9 +20,10 @@ import (
 //
 // Prefetched bytes are as coherent as the kernel's page cache: a write or
 // truncate through this mount drops them (node.dataGen), as does meta
-// showing a change another client made, and none is used later than
-// attributes would be (AttrTimeout).
+// showing a change another client made, and none is used more than
+// raMaxAge after it was fetched (file data has no locks of its own yet).
 const (
+	raMaxAge  = time.Second
 	raMinRuns = 2       // skipping reads before prefetching
 	raMaxGap  = 4       // a skip of at most this many read lengths
 	raJitter  = 8 << 10 // skips and lengths this close count as steady
@@ -163,7 +164,7 @@ func (n *node) fetchAhead(l *api.Layout, p *prefetch) {
 // failed, older than no change to the file's bytes, and no older than
 // attributes are kept.
 func (n *node) usableLocked(p *prefetch) bool {
-	return !p.dropped && p.err == nil && p.gen == n.dataGen && time.Since(p.at) < n.gw.cfg.AttrTimeout
+	return !p.dropped && p.err == nil && p.gen == n.dataGen && time.Since(p.at) < raMaxAge
 }
 
 // dropLocked takes p out of use; its bytes go back to the mount's budget

@@ -159,6 +159,7 @@ func addGatewayFlags(fs *flag.FlagSet, cfg *gateway.Config) {
 	fs.StringVar(&cfg.FSName, "fsname", cfg.FSName, "file system name")
 	fs.DurationVar(&cfg.EntryTimeout, "entry-timeout", cfg.EntryTimeout, "how long the kernel caches names")
 	fs.DurationVar(&cfg.AttrTimeout, "attr-timeout", cfg.AttrTimeout, "how long the kernel caches attributes")
+	fs.DurationVar(&cfg.LockedTimeout, "locked-timeout", cfg.LockedTimeout, "how long the kernel caches names and attributes a lock covers (recalled with it; bounded by the lease; 0: the two timeouts above only)")
 	fs.DurationVar(&cfg.OSTTimeout, "ost-timeout", cfg.OSTTimeout, "bound on one OST request (then EIO)")
 	fs.DurationVar(&cfg.MetaTimeout, "meta-timeout", cfg.MetaTimeout, "bound on one metadata request (then EIO)")
 	fs.IntVar(&cfg.ReadAheadKB, "read-ahead-kb", cfg.ReadAheadKB, "kernel read-ahead window for the mount, KiB (0: leave the kernel's)")

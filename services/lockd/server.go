@@ -58,6 +58,10 @@ type client struct {
 	recalls  map[*recall]struct{}
 }
 
+func newClient(local bool) *client {
+	return &client{local: local, held: map[uint64]struct{}{}, barriers: map[uint64]struct{}{}, recalls: map[*recall]struct{}{}}
+}
+
 type dirState struct {
 	readers  map[string]struct{}
 	barriers map[uint64]*barrier
@@ -99,14 +103,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("lockd: instance id: %w", err)
 	}
-	local := &client{local: true, held: map[uint64]struct{}{}, barriers: map[uint64]struct{}{}, recalls: map[*recall]struct{}{}}
 	return &Server{
 		cfg:      cfg,
 		nc:       deps.NATS,
 		log:      log.With("component", "lockd", "fsname", cfg.FSName),
 		instance: hex.EncodeToString(b[:]),
 		ready:    make(chan struct{}),
-		clients:  map[string]*client{localHolder: local},
+		clients:  map[string]*client{localHolder: newClient(true)},
 		dirs:     map[uint64]*dirState{},
 		barriers: map[uint64]*barrier{},
 		wake:     make(chan struct{}),
@@ -250,7 +253,7 @@ func (s *Server) ping(_ context.Context, req micro.Request) (any, error) {
 	defer s.mu.Unlock()
 	c := s.clients[r.Client]
 	if c == nil && r.Register {
-		c = &client{held: map[uint64]struct{}{}, barriers: map[uint64]struct{}{}, recalls: map[*recall]struct{}{}}
+		c = newClient(false)
 		s.clients[r.Client] = c
 		s.log.Debug("client registered", "client", r.Client)
 	}

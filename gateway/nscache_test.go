@@ -1,0 +1,246 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stria/stria/api"
+)
+
+// fakeLocks grants every lock at once while valid (the lock service itself
+// is tested in services/lockd, the two together in tests/).
+type fakeLocks struct {
+	mu        sync.Mutex
+	valid     bool
+	enqueued  []uint64
+	cancelled []uint64
+}
+
+func (f *fakeLocks) Valid() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.valid
+}
+
+func (f *fakeLocks) ValidFor() time.Duration {
+	if f.Valid() {
+		return 5 * time.Second
+	}
+	return 0
+}
+
+func (f *fakeLocks) Enqueue(_ context.Context, dirs []uint64) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.enqueued = append(f.enqueued, dirs...)
+	return f.valid, nil
+}
+
+func (f *fakeLocks) Cancel(_ context.Context, dirs []uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cancelled = append(f.cancelled, dirs...)
+	return nil
+}
+
+const (
+	testDir = 10
+	fileF   = 11 // in testDir, one link
+	fileH   = 12 // in testDir, hard-linked
+	subDir  = 13 // in testDir
+)
+
+func fileAttr(ino, parent uint64) api.Attr {
+	return api.Attr{Ino: ino, Mode: api.ModeReg | 0o644, Nlink: 1, Parent: parent}
+}
+
+// newTestCache returns a cache whose directory listing of testDir holds
+// f, h (hard-linked: no parent) and sub, and which records what it asks the
+// kernel to drop.
+func newTestCache(t *testing.T) (*nsCache, *fakeLocks, *dropRecorder) {
+	t.Helper()
+	locks := &fakeLocks{valid: true}
+	c := newNSCache(locks, time.Minute, slog.New(slog.DiscardHandler))
+	c.list = func(_ context.Context, dir uint64, _ int) (api.ReadDirResp, error) {
+		if dir != testDir {
+			return api.ReadDirResp{}, nil
+		}
+		return api.ReadDirResp{Entries: []api.DirEntry{
+			{Name: "f", Attr: fileAttr(fileF, testDir)},
+			{Name: "h", Attr: fileAttr(fileH, 0)},
+			{Name: "sub", Attr: api.Attr{Ino: subDir, Mode: api.ModeDir | 0o755, Parent: testDir}},
+		}}, nil
+	}
+	rec := &dropRecorder{}
+	c.invalidate = func(d []dropped) {
+		rec.mu.Lock()
+		rec.drops = append(rec.drops, d...)
+		rec.mu.Unlock()
+	}
+	return c, locks, rec
+}
+
+// dropRecorder keeps what the cache asked the kernel to drop.
+type dropRecorder struct {
+	mu    sync.Mutex
+	drops []dropped
+}
+
+func (r *dropRecorder) get() []dropped {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.drops)
+}
+
+// holdDir makes the cache take testDir's lock (as a missed lookup does) and
+// waits until it is held and the directory primed.
+func holdDir(t *testing.T, c *nsCache) {
+	t.Helper()
+	c.lookup(testDir, "x") // a miss asks for the lock
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, absent, ok := c.lookup(testDir, "x"); ok && absent {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the directory's lock was not held and primed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestNSCacheAnswersUnderTheLock(t *testing.T) {
+	c, _, drops := newTestCache(t)
+	if _, _, ok := c.lookup(testDir, "f"); ok {
+		t.Fatal("answered before holding the lock")
+	}
+	holdDir(t, c)
+	r, absent, ok := c.lookup(testDir, "f")
+	if !ok || absent || r.Attr.Ino != fileF {
+		t.Fatalf("lookup of f under the lock: %+v absent %v ok %v", r, absent, ok)
+	}
+	if _, absent, ok := c.lookup(testDir, "nope"); !ok || !absent {
+		t.Fatal("a complete directory did not answer absent")
+	}
+	// A hard-linked file's attributes are covered by no directory, a
+	// subdirectory's by its own lock (not held): the name is known, the
+	// entry must still come from meta.
+	for _, name := range []string{"h", "sub"} {
+		if _, _, ok := c.lookup(testDir, name); ok {
+			t.Fatalf("lookup of %s answered without a lock covering its attributes", name)
+		}
+	}
+
+	// A recall drops it all and has the kernel drop what it held.
+	c.revoke([]uint64{testDir})
+	if _, _, ok := c.lookup(testDir, "f"); ok {
+		t.Fatal("answered after the recall")
+	}
+	if _, ok := c.attr(fileF); ok {
+		t.Fatal("attributes kept after the recall")
+	}
+	got := drops.get()
+	if len(got) != 1 || got[0].dir != testDir {
+		t.Fatalf("kernel told to drop %+v, want testDir's", got)
+	}
+	d := got[0]
+	slices.Sort(d.names)
+	if !slices.Equal(d.names, []string{"f", "h", "sub"}) || !slices.Contains(d.inos, fileF) || !slices.Contains(d.inos, testDir) {
+		t.Fatalf("kernel told to drop names %v inodes %v", d.names, d.inos)
+	}
+}
+
+func TestNSCacheIgnoresRepliesOlderThanAChange(t *testing.T) {
+	c, _, _ := newTestCache(t)
+	holdDir(t, c)
+	// A lookup is sent, this mount then creates the name, and the lookup's
+	// reply (which found nothing) arrives last: it must not be cached.
+	seq := c.begin()
+	c.added(testDir, "new", api.EntryResp{Attr: fileAttr(20, testDir)})
+	c.learnAbsent(seq, testDir, "new")
+	if r, absent, ok := c.lookup(testDir, "new"); !ok || absent || r.Attr.Ino != 20 {
+		t.Fatalf("after create then a stale reply: %+v absent %v ok %v", r, absent, ok)
+	}
+	// Likewise a stale getattr after this mount's setattr.
+	seq = c.begin()
+	newer := fileAttr(fileF, testDir)
+	newer.Mode = api.ModeReg | 0o600
+	c.changedAttr(newer)
+	c.learnAttr(seq, fileAttr(fileF, testDir))
+	if in, ok := c.attr(fileF); !ok || in.attr.Mode != newer.Mode {
+		t.Fatalf("after setattr then a stale reply: %+v %v", in.attr, ok)
+	}
+	// And anything sent before a recall.
+	seq = c.begin()
+	c.revoke([]uint64{testDir})
+	holdDir(t, c)
+	c.learn(seq, testDir, "old", api.EntryResp{Attr: fileAttr(21, testDir)})
+	if _, absent, ok := c.lookup(testDir, "old"); !ok || !absent {
+		t.Fatal("a reply sent before the recall was cached")
+	}
+}
+
+func TestNSCacheLeaseAndLoss(t *testing.T) {
+	c, locks, drops := newTestCache(t)
+	holdDir(t, c)
+	locks.mu.Lock()
+	locks.valid = false // the lease lapsed
+	locks.mu.Unlock()
+	if _, _, ok := c.lookup(testDir, "f"); ok {
+		t.Fatal("answered with the lease lapsed")
+	}
+	locks.mu.Lock()
+	locks.valid = true
+	locks.mu.Unlock()
+	c.lost()
+	if _, _, ok := c.lookup(testDir, "f"); ok {
+		t.Fatal("answered after every lock was lost")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := len(drops.get())
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kernel told to drop %d directories after the loss, want 1", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestNSCacheRemovedDirectoryGivesItsLockBack(t *testing.T) {
+	c, locks, _ := newTestCache(t)
+	holdDir(t, c)
+	// This mount takes subDir's lock, then removes the directory.
+	c.mu.Lock()
+	c.wantLocked(subDir)
+	c.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.lockState(subDir) != "held" {
+		if time.Now().After(deadline) {
+			t.Fatal("subDir's lock not held")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.removed(testDir, "sub", subDir, nil)
+	if _, absent, ok := c.lookup(testDir, "sub"); !ok || !absent {
+		t.Fatal("a removed name is not known absent")
+	}
+	for {
+		locks.mu.Lock()
+		back := slices.Contains(locks.cancelled, subDir)
+		locks.mu.Unlock()
+		if back {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the removed directory's lock was not given back")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
