@@ -88,5 +88,5 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if d.last == nil || d.last.Name != name {
 		return d.n.Lookup(ctx, name, out)
 	}
-	return d.n.newChild(ctx, api.EntryResp{Attr: d.last.Attr}, out), 0
+	return d.n.newChild(ctx, name, api.EntryResp{Attr: d.last.Attr}, out), 0
 }

@@ -116,16 +116,20 @@ func timePtr(ns int64) *time.Time {
 	return &t
 }
 
-// newChild makes (or, for a known inode, lets go-fuse reuse) the node for an
-// entry meta returned.
-func (n *node) newChild(ctx context.Context, r api.EntryResp, out *fuse.EntryOut) *fs.Inode {
-	ch := n.gw.newNode(r.Attr, r.Layout)
+// newChild returns the node for an entry meta returned for name: the one
+// the mount already has under that name, refreshed, or a new one. (go-fuse
+// keeps the node it already knows for an inode and drops a new one made
+// for it, so a new node would leave the known one's attributes behind.)
+func (n *node) newChild(ctx context.Context, name string, r api.EntryResp, out *fuse.EntryOut) *fs.Inode {
 	n.gw.fillAttr(r.Attr, &out.Attr)
-	inode := n.NewInode(ctx, ch, fs.StableAttr{Mode: r.Attr.Mode & api.ModeType, Ino: r.Attr.Ino, Gen: r.Attr.Gen})
-	if existing, ok := inode.Operations().(*node); ok && existing != ch {
-		existing.refresh(r.Attr, r.Layout)
+	if known := n.GetChild(name); known != nil && known.StableAttr().Ino == r.Attr.Ino {
+		if kn, ok := known.Operations().(*node); ok {
+			kn.refresh(r.Attr, r.Layout)
+			return known
+		}
 	}
-	return inode
+	ch := n.gw.newNode(r.Attr, r.Layout)
+	return n.NewInode(ctx, ch, fs.StableAttr{Mode: r.Attr.Mode & api.ModeType, Ino: r.Attr.Ino, Gen: r.Attr.Gen})
 }
 
 // refresh takes attributes from meta, keeping the local size of unflushed
@@ -200,7 +204,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		if absent {
 			return nil, syscall.ENOENT
 		}
-		inode := n.newChild(ctx, r, out)
+		inode := n.newChild(ctx, name, r, out)
 		n.gw.ns.entryTTLs(n.ino(), name, out)
 		return inode, 0
 	}
@@ -213,7 +217,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		return nil, n.gw.errno("lookup", err)
 	}
 	n.gw.ns.learn(seq, n.ino(), name, r)
-	inode := n.newChild(ctx, r, out)
+	inode := n.newChild(ctx, name, r, out)
 	n.gw.ns.entryTTLs(n.ino(), name, out)
 	return inode, 0
 }
@@ -377,7 +381,7 @@ func (n *node) create(ctx context.Context, name string, req api.CreateReq, out *
 	}
 	n.gw.ns.added(n.ino(), name, r)
 	n.changed(r.Parent)
-	inode := n.newChild(ctx, r, out)
+	inode := n.newChild(ctx, name, r, out)
 	n.gw.ns.entryTTLs(n.ino(), name, out)
 	return inode, r, nil
 }
@@ -444,7 +448,10 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	n.gw.ns.added(n.ino(), name, r)
 	n.changed(r.Parent)
-	inode := n.newChild(ctx, r, out)
+	if tn, ok := target.(*node); ok {
+		tn.refresh(r.Attr, r.Layout) // its link count: go-fuse keeps this node
+	}
+	inode := n.newChild(ctx, name, r, out)
 	n.gw.ns.entryTTLs(n.ino(), name, out)
 	return inode, 0
 }

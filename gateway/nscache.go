@@ -82,6 +82,15 @@ type dirCache struct {
 	// covered are the inodes in attrs this directory's lock covers.
 	covered    map[uint64]struct{}
 	recalledAt time.Time
+	// priming: the directory is being read whole (prime); replay keeps
+	// the names learnt meanwhile, newer than the listing.
+	priming bool
+	replay  []nameChange
+}
+
+type nameChange struct {
+	name string
+	ino  uint64
 }
 
 type cachedInode struct {
@@ -244,6 +253,9 @@ func (c *nsCache) putNameLocked(dir uint64, name string, ino uint64) {
 	if dc == nil {
 		return
 	}
+	if dc.priming {
+		dc.replay = append(dc.replay, nameChange{name, ino})
+	}
 	_, had := dc.names[name]
 	if ino == 0 && dc.complete {
 		// Absent is what a complete directory says of a missing name.
@@ -390,6 +402,7 @@ func (c *nsCache) forgetNamesLocked(dir uint64) {
 		c.entries -= len(dc.names)
 		dc.names = map[string]uint64{}
 		dc.complete = false
+		dc.priming, dc.replay = false, nil // the listing may be wrong too
 	}
 }
 
@@ -458,6 +471,7 @@ func (c *nsCache) enqueue(dir, gen uint64) {
 	dc.state = held
 	dc.names = map[string]uint64{}
 	dc.covered = map[uint64]struct{}{}
+	dc.priming, dc.replay = true, nil
 	// Replies to requests sent before now may predate changes other
 	// clients made while this mount held no lock: none is cached.
 	c.touchLocked(dir)
@@ -467,23 +481,35 @@ func (c *nsCache) enqueue(dir, gen uint64) {
 }
 
 // prime reads a small directory whole under its new lock, so that it is
-// known complete (names absent from it need no lookup).
+// known complete (names absent from it need no lookup). While the lock is
+// held only this mount changes the directory, and the names it learnt
+// while the listing was on its way are newer than it: they are applied
+// over it. Attributes from the listing are taken only if nothing changed.
 func (c *nsCache) prime(ctx context.Context, dir, gen, s uint64) {
 	r, err := c.list(ctx, dir, primeLimit)
-	if err != nil || r.More {
-		return
-	}
 	c.mu.Lock()
 	defer c.unlock(0)
 	dc := c.heldLocked(dir)
-	if dc == nil || dc.gen != gen || c.staleLocked(dir, s) {
+	if dc == nil || dc.gen != gen || !dc.priming || c.lostAt > s {
+		if dc != nil && dc.gen == gen {
+			dc.priming, dc.replay = false, nil
+		}
 		return
 	}
+	replay := dc.replay
+	dc.priming, dc.replay = false, nil
+	if err != nil || r.More {
+		return
+	}
+	stale := c.staleLocked(dir, s)
 	for _, e := range r.Entries {
 		c.putNameLocked(dir, e.Name, e.Attr.Ino)
-		if !c.staleLocked(coverOf(e.Attr), s) {
+		if !stale && !c.staleLocked(coverOf(e.Attr), s) {
 			c.putAttrLocked(e.Attr, nil)
 		}
+	}
+	for _, ch := range replay {
+		c.putNameLocked(dir, ch.name, ch.ino)
 	}
 	if dc.state == held {
 		dc.complete = true
@@ -604,6 +630,7 @@ func (c *nsCache) dropLocked(d uint64, dc *dirCache) {
 		}
 	}
 	dc.names, dc.covered, dc.complete = nil, nil, false
+	dc.priming, dc.replay = false, nil
 	dc.state = unlocked
 	dc.gen++
 }

@@ -244,3 +244,44 @@ func TestNSCacheRemovedDirectoryGivesItsLockBack(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestNSCachePrimingKeepsChangesMadeMeanwhile: a directory's listing that
+// comes back after this mount created and removed names in it (a busy
+// writer in a new directory) still makes the directory complete, with those
+// changes applied over the older listing.
+func TestNSCachePrimingKeepsChangesMadeMeanwhile(t *testing.T) {
+	c, _, _ := newTestCache(t)
+	list := c.list
+	release := make(chan struct{})
+	listing := make(chan struct{}, 1)
+	c.list = func(ctx context.Context, dir uint64, limit int) (api.ReadDirResp, error) {
+		listing <- struct{}{}
+		<-release
+		return list(ctx, dir, limit)
+	}
+	c.lookup(testDir, "x") // asks for the lock; the grant starts the listing
+	<-listing
+	c.added(testDir, "new", api.EntryResp{Attr: fileAttr(30, testDir)})
+	c.removed(testDir, "f", fileF, nil)
+	close(release)
+
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, absent, ok := c.lookup(testDir, "zzz"); ok && absent {
+			break // complete
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the directory never became complete")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if r, absent, ok := c.lookup(testDir, "new"); !ok || absent || r.Attr.Ino != 30 {
+		t.Fatalf("a name created while listing: %+v absent %v ok %v", r, absent, ok)
+	}
+	if _, absent, ok := c.lookup(testDir, "f"); !ok || !absent {
+		t.Fatal("a name removed while listing came back from the older listing")
+	}
+	if _, ok := c.attr(fileF); ok {
+		t.Fatal("the removed file's attributes came back from the older listing")
+	}
+}
