@@ -113,7 +113,7 @@ func (s *LockSession) ping(ctx context.Context) error {
 	}
 	sent, reconnects := time.Since(s.base), s.nc.Stats().Reconnects
 	var r LockPingResp
-	err := natsCall(ctx, s.nc, LockSubject(s.fsname, LockOpPing), "lock", LockOpPing, s.timeout, nil, LockPingReq{Client: id}, &r)
+	err := s.rpc(ctx, LockOpPing, LockPingReq{Client: id}, &r)
 	if err != nil {
 		if CodeOf(err) == CodeEvicted {
 			s.lost(id)
@@ -142,7 +142,7 @@ func (s *LockSession) register(ctx context.Context) error {
 	}
 	sent, reconnects := time.Since(s.base), s.nc.Stats().Reconnects
 	var r LockPingResp
-	err = natsCall(ctx, s.nc, LockSubject(s.fsname, LockOpPing), "lock", LockOpPing, s.timeout, nil, LockPingReq{Client: id, Register: true}, &r)
+	err = s.rpc(ctx, LockOpPing, LockPingReq{Client: id, Register: true}, &r)
 	if err != nil {
 		sub.Unsubscribe()
 		return err
@@ -247,13 +247,18 @@ func (s *LockSession) call(ctx context.Context, op string, req func(id string) a
 				return Errorf(CodeUnavailable, "lock service: registration lost at once")
 			}
 		}
-		err := natsCall(ctx, s.nc, LockSubject(s.fsname, op), "lock", op, s.timeout, nil, req(id), resp)
+		err := s.rpc(ctx, op, req(id), resp)
 		if CodeOf(err) == CodeEvicted && attempt == 0 {
 			s.lost(id)
 			continue
 		}
 		return err
 	}
+}
+
+// rpc calls lockd's operation op.
+func (s *LockSession) rpc(ctx context.Context, op string, req, resp any) error {
+	return natsCall(ctx, s.nc, LockSubject(s.fsname, op), "lock", op, s.timeout, nil, req, resp)
 }
 
 // Enqueue asks for shared locks on dirs and reports whether they were
@@ -266,7 +271,7 @@ func (s *LockSession) Enqueue(ctx context.Context, dirs []uint64) (bool, error) 
 		return false, nil // not registered yet
 	}
 	var r LockGrantResp
-	err := natsCall(ctx, s.nc, LockSubject(s.fsname, LockOpEnqueue), "lock", LockOpEnqueue, s.timeout, nil, LockEnqueueReq{Client: id, Dirs: dirs}, &r)
+	err := s.rpc(ctx, LockOpEnqueue, LockEnqueueReq{Client: id, Dirs: dirs}, &r)
 	if err != nil {
 		if CodeOf(err) == CodeEvicted {
 			s.lost(id)
@@ -282,7 +287,7 @@ func (s *LockSession) Cancel(ctx context.Context, dirs []uint64) error {
 	if id == "" {
 		return nil
 	}
-	return natsCall(ctx, s.nc, LockSubject(s.fsname, LockOpCancel), "lock", LockOpCancel, s.timeout, nil, LockCancelReq{Client: id, Dirs: dirs}, nil)
+	return s.rpc(ctx, LockOpCancel, LockCancelReq{Client: id, Dirs: dirs}, nil)
 }
 
 // Change takes a change barrier on dirs for a change asked by client forID;

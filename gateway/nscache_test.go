@@ -101,13 +101,19 @@ func (r *dropRecorder) get() []dropped {
 func holdDir(t *testing.T, c *nsCache) {
 	t.Helper()
 	c.lookup(testDir, "x") // a miss asks for the lock
+	waitUntil(t, "the directory's lock held and the directory primed", func() bool {
+		_, absent, ok := c.lookup(testDir, "x")
+		return ok && absent
+	})
+}
+
+// waitUntil polls cond until it holds, failing the test after 5 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, absent, ok := c.lookup(testDir, "x"); ok && absent {
-			return
-		}
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("the directory's lock was not held and primed")
+			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -200,17 +206,7 @@ func TestNSCacheLeaseAndLoss(t *testing.T) {
 	if _, _, ok := c.lookup(testDir, "f"); ok {
 		t.Fatal("answered after every lock was lost")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n := len(drops.get())
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kernel told to drop %d directories after the loss, want 1", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "the kernel told to drop the one directory after the loss", func() bool { return len(drops.get()) == 1 })
 }
 
 func TestNSCacheRemovedDirectoryGivesItsLockBack(t *testing.T) {
@@ -220,29 +216,16 @@ func TestNSCacheRemovedDirectoryGivesItsLockBack(t *testing.T) {
 	c.mu.Lock()
 	c.wantLocked(subDir)
 	c.mu.Unlock()
-	deadline := time.Now().Add(5 * time.Second)
-	for c.lockState(subDir) != "held" {
-		if time.Now().After(deadline) {
-			t.Fatal("subDir's lock not held")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "subDir's lock held", func() bool { return c.lockState(subDir) == "held" })
 	c.removed(testDir, "sub", subDir, nil)
 	if _, absent, ok := c.lookup(testDir, "sub"); !ok || !absent {
 		t.Fatal("a removed name is not known absent")
 	}
-	for {
+	waitUntil(t, "the removed directory's lock given back", func() bool {
 		locks.mu.Lock()
-		back := slices.Contains(locks.cancelled, subDir)
-		locks.mu.Unlock()
-		if back {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the removed directory's lock was not given back")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer locks.mu.Unlock()
+		return slices.Contains(locks.cancelled, subDir)
+	})
 }
 
 // TestNSCachePrimingKeepsChangesMadeMeanwhile: a directory's listing that
@@ -265,16 +248,10 @@ func TestNSCachePrimingKeepsChangesMadeMeanwhile(t *testing.T) {
 	c.removed(testDir, "f", fileF, nil)
 	close(release)
 
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, absent, ok := c.lookup(testDir, "zzz"); ok && absent {
-			break // complete
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the directory never became complete")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "the directory to become complete", func() bool {
+		_, absent, ok := c.lookup(testDir, "zzz")
+		return ok && absent
+	})
 	if r, absent, ok := c.lookup(testDir, "new"); !ok || absent || r.Attr.Ino != 30 {
 		t.Fatalf("a name created while listing: %+v absent %v ok %v", r, absent, ok)
 	}

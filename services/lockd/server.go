@@ -224,9 +224,14 @@ func (s *Server) respond(req micro.Request, resp any, err error) {
 	}
 }
 
-func decode[T any](req micro.Request) (*T, error) {
+// decode decodes a request strictly and checks the client id it names
+// (client returns it).
+func decode[T any](req micro.Request, client func(*T) string) (*T, error) {
 	var r T
 	if err := api.Decode(req.Data(), &r); err != nil {
+		return nil, err
+	}
+	if err := checkClient(client(&r)); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -242,11 +247,8 @@ func (s *Server) known(id string) (*client, error) {
 }
 
 func (s *Server) ping(_ context.Context, req micro.Request) (any, error) {
-	r, err := decode[api.LockPingReq](req)
+	r, err := decode(req, func(r *api.LockPingReq) string { return r.Client })
 	if err != nil {
-		return nil, err
-	}
-	if err := checkClient(r.Client); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -281,11 +283,8 @@ func (ds *dirState) blocked(id string) bool {
 }
 
 func (s *Server) enqueue(ctx context.Context, req micro.Request) (any, error) {
-	r, err := decode[api.LockEnqueueReq](req)
+	r, err := decode(req, func(r *api.LockEnqueueReq) string { return r.Client })
 	if err != nil {
-		return nil, err
-	}
-	if err := checkClient(r.Client); err != nil {
 		return nil, err
 	}
 	if err := api.ValidLockDirs(r.Dirs); err != nil {
@@ -353,11 +352,8 @@ func (s *Server) broadcast() {
 }
 
 func (s *Server) cancel(_ context.Context, req micro.Request) (any, error) {
-	r, err := decode[api.LockCancelReq](req)
+	r, err := decode(req, func(r *api.LockCancelReq) string { return r.Client })
 	if err != nil {
-		return nil, err
-	}
-	if err := checkClient(r.Client); err != nil {
 		return nil, err
 	}
 	if err := api.ValidLockDirs(r.Dirs); err != nil {
@@ -378,11 +374,8 @@ func (s *Server) cancel(_ context.Context, req micro.Request) (any, error) {
 }
 
 func (s *Server) change(ctx context.Context, req micro.Request) (any, error) {
-	r, err := decode[api.LockChangeReq](req)
+	r, err := decode(req, func(r *api.LockChangeReq) string { return r.Client })
 	if err != nil {
-		return nil, err
-	}
-	if err := checkClient(r.Client); err != nil {
 		return nil, err
 	}
 	if r.For != "" {
@@ -558,11 +551,8 @@ func (s *Server) finish(rc *recall) {
 }
 
 func (s *Server) done(_ context.Context, req micro.Request) (any, error) {
-	r, err := decode[api.LockDoneReq](req)
+	r, err := decode(req, func(r *api.LockDoneReq) string { return r.Client })
 	if err != nil {
-		return nil, err
-	}
-	if err := checkClient(r.Client); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()

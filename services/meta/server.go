@@ -506,6 +506,14 @@ func (s *Server) wake(ch chan struct{}) {
 	}
 }
 
+// maxRelocks bounds how often one change widens its change barrier.
+const maxRelocks = 3
+
+// maxUnsyncedCommits bounds the changes applied but not yet durable: past
+// it a change waits for a sync (push back, and a bound on the inode
+// numbers a crash can lose, see inoGapAfterCrash).
+const maxUnsyncedCommits = 1 << 16
+
 // mutate runs one namespace change and replies once it is applied: every
 // client sees it at once, and it is durable after the next WAL sync, which
 // the syncer makes within syncerGrace and OpSync waits for. That is the
@@ -514,27 +522,16 @@ func (s *Server) wake(ch chan struct{}) {
 // as on a local file system. Data is another matter: the OSTs acknowledge
 // a fsync only once the bytes are on their disks. dirs are the directories
 // whose locks are expected to cover what the change alters (a guess: see
-// change).
+// below).
+//
+// fn runs under a change barrier (api/lock.go): every other client's lock
+// on the directories whose covered state fn alters is recalled first, and
+// none is granted until the change is applied, so no client's cache
+// outlives it. The barrier is taken on dirs before fn runs; if fn turns out
+// to alter what another directory covers (a moved or hard-linked file, a
+// removed directory), nothing is written and the change is retried with
+// that directory too.
 func (s *Server) mutate(ctx context.Context, dirs []uint64, fn func(t *txn) error) error {
-	return s.change(ctx, dirs, fn)
-}
-
-// maxUnsyncedCommits bounds the changes applied but not yet durable: past
-// it a change waits for a sync (push back, and a bound on the inode
-// numbers a crash can lose, see inoGapAfterCrash).
-const maxUnsyncedCommits = 1 << 16
-
-// maxRelocks bounds how often one change widens its change barrier.
-const maxRelocks = 3
-
-// change applies fn under a change barrier (api/lock.go): every other
-// client's lock on the directories whose covered state fn alters is recalled
-// first, and none is granted until the change is applied, so no client's
-// cache outlives it. The barrier is taken on dirs before fn runs; if fn
-// turns out to alter what another directory covers (a moved or hard-linked
-// file, a removed directory), nothing is written and the change is retried
-// with that directory too.
-func (s *Server) change(ctx context.Context, dirs []uint64, fn func(t *txn) error) error {
 	allowed := make(map[uint64]struct{}, len(dirs))
 	for _, d := range dirs {
 		if d != 0 {
