@@ -361,10 +361,21 @@ func (c *OSTClient) Stat(ctx context.Context, addr string, obj uint64) (int64, e
 	return int64(resp.Value), err
 }
 
-// Destroy removes object obj; destroying an absent object succeeds.
-func (c *OSTClient) Destroy(ctx context.Context, addr string, obj uint64) error {
-	_, _, err := c.roundTrip(ctx, addr, ReqHeader{Op: OSTDestroy, Object: obj}, nil, nil)
-	return err
+// Destroy removes objects from the OST at addr, MaxDestroyBatch per round
+// trip, and returns how many, in order, were removed before the first
+// failure. Destroying an absent object succeeds.
+func (c *OSTClient) Destroy(ctx context.Context, addr string, objs []uint64) (int, error) {
+	done := 0
+	for len(objs) > 0 {
+		batch := objs[:min(len(objs), MaxDestroyBatch)]
+		objs = objs[len(batch):]
+		resp, _, err := c.roundTrip(ctx, addr, ReqHeader{Op: OSTDestroy}, EncodeObjectList(batch), nil)
+		done += int(min(resp.Value, uint64(len(batch))))
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
 }
 
 // Statfs returns the OST's capacity and usage.

@@ -30,7 +30,12 @@ const (
 	OSTPunch   uint8 = 3 // truncate Object to Offset bytes
 	OSTSync    uint8 = 4 // make Object durable
 	OSTGetSize uint8 = 5 // reply Value = object size
-	OSTDestroy uint8 = 6 // remove Object
+	// OSTDestroy removes Object or, with a payload, every object the
+	// payload lists (EncodeObjectList, at most MaxDestroyBatch): one round
+	// trip for what many unlinks freed. Reply Value = how many, in order,
+	// were removed before the first failure. Removing an absent object
+	// succeeds.
+	OSTDestroy uint8 = 6
 	OSTStatFS  uint8 = 7 // reply payload = JSON OSTStatfs
 	// OSTAllocate reserves disk space for [Offset, Offset+n) of Object,
 	// n being the 8-byte big-endian payload; without FlagKeepSize the
@@ -44,6 +49,9 @@ const (
 	OSTShare uint8 = 9
 	ostOpMax       = OSTShare
 )
+
+// MaxDestroyBatch bounds the objects one OSTDestroy request lists.
+const MaxDestroyBatch = 4096
 
 // MaxSharedRegion bounds the region OSTShare sets up.
 const MaxSharedRegion = MaxFramePayload + 256<<10
@@ -158,7 +166,9 @@ func DecodeReqHeader(b []byte) (ReqHeader, error) {
 	switch {
 	case h.Op == OSTAllocate && h.PayloadLen != 8:
 		return h, Errorf(CodeInvalid, "allocate takes an 8-byte length")
-	case h.Op != OSTWrite && h.Op != OSTAllocate && h.PayloadLen != 0:
+	case h.Op == OSTDestroy && (h.PayloadLen%8 != 0 || h.PayloadLen > MaxDestroyBatch*8):
+		return h, Errorf(CodeInvalid, "destroy list of %d bytes: want a multiple of 8, at most %d objects", h.PayloadLen, MaxDestroyBatch)
+	case h.Op != OSTWrite && h.Op != OSTAllocate && h.Op != OSTDestroy && h.PayloadLen != 0:
 		return h, Errorf(CodeInvalid, "operation %d takes no payload", h.Op)
 	case h.Op == OSTShare && (h.Length == 0 || h.Length > MaxSharedRegion):
 		return h, Errorf(CodeInvalid, "shared region of %d bytes: want 1..%d", h.Length, MaxSharedRegion)
@@ -223,4 +233,25 @@ func WriteResponse(w io.Writer, scratch []byte, value uint64, payload []byte, er
 func EncodeStatfs(s OSTStatfs) []byte {
 	b, _ := json.Marshal(s) // plain struct: cannot fail
 	return b
+}
+
+// EncodeObjectList is an OSTDestroy payload: each id, 8 bytes big-endian.
+func EncodeObjectList(objs []uint64) []byte {
+	b := make([]byte, 8*len(objs))
+	for i, o := range objs {
+		binary.BigEndian.PutUint64(b[8*i:], o)
+	}
+	return b
+}
+
+// DecodeObjectList parses an OSTDestroy payload.
+func DecodeObjectList(b []byte) ([]uint64, error) {
+	if len(b)%8 != 0 {
+		return nil, Errorf(CodeInvalid, "object list of %d bytes is not a multiple of 8", len(b))
+	}
+	objs := make([]uint64, len(b)/8)
+	for i := range objs {
+		objs[i] = binary.BigEndian.Uint64(b[8*i:])
+	}
+	return objs, nil
 }

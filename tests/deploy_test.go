@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stria/stria/api"
 	"github.com/stria/stria/cmd/stria/cluster"
+	"golang.org/x/sys/unix"
 )
 
 // TestSeparateProcesses runs each service as its own process against an
@@ -102,6 +103,12 @@ func TestSeparateProcesses(t *testing.T) {
 	began := time.Now()
 	f, err := os.Open(p)
 	if err != nil {
+		frozen.cmd.Process.Signal(syscall.SIGCONT)
+		t.Fatal(err)
+	}
+	// The kernel may still hold the pages the write and the read-back
+	// above left: drop them, so the read must ask the OST.
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
 		frozen.cmd.Process.Signal(syscall.SIGCONT)
 		t.Fatal(err)
 	}

@@ -163,9 +163,14 @@ func (s *Server) destroyPass(ctx context.Context) (done, pending int, err error)
 	return done, pending - done, err
 }
 
-// destroyObjects destroys durable queue entries on their OSTs and takes the
-// destroyed ones off the queue. Objects whose OST is not registered stay.
+// destroyObjects destroys durable queue entries on their OSTs, each OST's
+// share in one request (api.OSTDestroy lists them), and takes the destroyed
+// ones off the queue. Objects whose OST is not registered stay.
 func (s *Server) destroyObjects(ctx context.Context, objs []api.StripeObject) (done int, err error) {
+	byOST := map[uint32][]uint64{}
+	for _, obj := range objs {
+		byOST[obj.OST] = append(byOST[obj.OST], obj.ObjID)
+	}
 	var (
 		mu      sync.Mutex
 		wg      sync.WaitGroup
@@ -174,32 +179,32 @@ func (s *Server) destroyObjects(ctx context.Context, objs []api.StripeObject) (d
 		b       = s.st.db.NewBatch()
 	)
 	defer b.Close()
-	for _, obj := range objs {
-		info, ok := s.reg.Lookup(obj.OST)
+	fail := func(err error) {
+		if firstEr == nil {
+			firstEr = err
+		}
+	}
+	for ost, ids := range byOST {
+		info, ok := s.reg.Lookup(ost)
 		if !ok {
-			mu.Lock()
-			if firstEr == nil {
-				firstEr = api.Errorf(api.CodeUnavailable, "OST %d is not registered", obj.OST)
-			}
-			mu.Unlock()
+			fail(api.Errorf(api.CodeUnavailable, "OST %d is not registered", ost))
 			continue
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.OSTTimeout)
-			err := s.ost.Destroy(cctx, info.Addr, obj.ObjID)
+			n, err := s.ost.Destroy(cctx, info.Addr, ids)
 			cancel()
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				if firstEr == nil {
-					firstEr = err
-				}
-				return
+				fail(err)
 			}
-			b.Delete(destroyKey(obj.ObjID, obj.OST), nil)
-			done++
+			for _, id := range ids[:n] {
+				b.Delete(destroyKey(id, ost), nil)
+			}
+			done += n
 		})
 	}
 	wg.Wait()

@@ -243,23 +243,34 @@ func (o *fakeOST) serve(c net.Conn) {
 			api.WriteResponse(c, scratch, 0, nil, err)
 			return
 		}
-		if _, err := io.CopyN(io.Discard, c, int64(h.PayloadLen)); err != nil {
+		payload := make([]byte, h.PayloadLen)
+		if _, err := io.ReadFull(c, payload); err != nil {
 			return
 		}
 		if o.down.Load() {
 			api.WriteResponse(c, scratch, 0, nil, api.Errorf(api.CodeUnavailable, "fake OST %d is down", o.index))
 			continue
 		}
-		var payload []byte
+		var (
+			reply []byte
+			value uint64
+		)
 		switch h.Op {
 		case api.OSTDestroy:
+			objs := []uint64{h.Object}
+			if len(payload) > 0 {
+				objs, _ = api.DecodeObjectList(payload) // DecodeReqHeader checked its length
+			}
 			o.mu.Lock()
-			o.destroyed[h.Object]++
+			for _, obj := range objs {
+				o.destroyed[obj]++
+			}
 			o.mu.Unlock()
+			value = uint64(len(objs))
 		case api.OSTStatFS:
-			payload = api.EncodeStatfs(api.OSTStatfs{Index: o.index, Total: 1 << 40, Free: 1 << 39, Avail: 1 << 39, Objects: 7})
+			reply = api.EncodeStatfs(api.OSTStatfs{Index: o.index, Total: 1 << 40, Free: 1 << 39, Avail: 1 << 39, Objects: 7})
 		}
-		if err := api.WriteResponse(c, scratch, 0, payload, nil); err != nil {
+		if err := api.WriteResponse(c, scratch, value, reply, nil); err != nil {
 			return
 		}
 	}

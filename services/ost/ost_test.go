@@ -186,8 +186,8 @@ func TestReadWrite(t *testing.T) {
 		if err := c.Sync(ctx, o.Addr(), obj); err != nil {
 			t.Errorf("sync: %v", err)
 		}
-		if err := c.Destroy(ctx, o.Addr(), obj); err != nil {
-			t.Errorf("destroy: %v", err)
+		if n, err := c.Destroy(ctx, o.Addr(), []uint64{obj}); n != 1 || err != nil {
+			t.Errorf("destroy: %d, %v; want 1, nil", n, err)
 		}
 	})
 
@@ -207,7 +207,7 @@ func TestReadWrite(t *testing.T) {
 		if mid.Objects != before.Objects+1 {
 			t.Errorf("objects %d after create, want %d", mid.Objects, before.Objects+1)
 		}
-		if err := c.Destroy(ctx, o.Addr(), obj); err != nil {
+		if _, err := c.Destroy(ctx, o.Addr(), []uint64{obj}); err != nil {
 			t.Fatal(err)
 		}
 		after, _ := c.Statfs(ctx, o.Addr())
@@ -228,6 +228,43 @@ func TestReadWrite(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(o.cfg.DataDir, "objects", "57", name)); err != nil {
 				t.Errorf("object file: %v", err)
 			}
+		}
+	})
+
+	t.Run("destroy many at once", func(t *testing.T) {
+		// Written, absent and written again, in one list; then more than
+		// one request's worth, which the client splits.
+		objs := []uint64{0xd1, 0xd2, 0xd3}
+		for _, obj := range []uint64{0xd1, 0xd3} {
+			if err := c.Write(ctx, o.Addr(), obj, 0, pattern(int(obj), BlockSize+7), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before, _ := c.Statfs(ctx, o.Addr())
+		if n, err := c.Destroy(ctx, o.Addr(), objs); n != len(objs) || err != nil {
+			t.Fatalf("destroy %d objects: %d, %v", len(objs), n, err)
+		}
+		after, _ := c.Statfs(ctx, o.Addr())
+		if after.Objects != before.Objects-2 {
+			t.Errorf("objects %d after destroying two of them, want %d", after.Objects, before.Objects-2)
+		}
+		for _, obj := range objs {
+			if size, err := c.Stat(ctx, o.Addr(), obj); size != 0 || err != nil {
+				t.Errorf("object %x after destroy: size %d, %v", obj, size, err)
+			}
+		}
+		many := make([]uint64, api.MaxDestroyBatch+5)
+		for i := range many {
+			many[i] = 0xe000 + uint64(i)
+		}
+		if err := c.Write(ctx, o.Addr(), many[len(many)-1], 0, []byte("last"), false); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.Destroy(ctx, o.Addr(), many); n != len(many) || err != nil {
+			t.Fatalf("destroy %d objects: %d, %v", len(many), n, err)
+		}
+		if size, _ := c.Stat(ctx, o.Addr(), many[len(many)-1]); size != 0 {
+			t.Errorf("the last object of the second request still has %d bytes", size)
 		}
 	})
 }
@@ -468,6 +505,7 @@ func TestMalformedFrames(t *testing.T) {
 	binary.BigEndian.PutUint32(huge[28:], 1<<30)
 	hugeRead := header(api.ReqHeader{Op: api.OSTRead, Object: 1, Length: 1 << 31})
 	readWithPayload := append(header(api.ReqHeader{Op: api.OSTRead, Object: 1, PayloadLen: 10}), make([]byte, 10)...)
+	ragged := append(header(api.ReqHeader{Op: api.OSTDestroy, PayloadLen: 12}), make([]byte, 12)...)
 	farWrite := append(header(api.ReqHeader{Op: api.OSTWrite, Object: 1, Offset: 1 << 62, PayloadLen: 3}), "abc"...)
 
 	type want int
@@ -491,6 +529,8 @@ func TestMalformedFrames(t *testing.T) {
 		{"huge read length", hugeRead, false, replyKeepOpen, api.CodeInvalid},
 		{"payload on a read", readWithPayload, false, replyKeepOpen, api.CodeInvalid},
 		{"offset out of range", farWrite, false, replyKeepOpen, api.CodeTooBig},
+		{"destroy list not of whole ids", ragged, false, replyKeepOpen, api.CodeInvalid},
+		{"destroy list too long", append(header(api.ReqHeader{Op: api.OSTDestroy, PayloadLen: 8 * (api.MaxDestroyBatch + 1)}), make([]byte, 8*(api.MaxDestroyBatch+1))...), false, replyKeepOpen, api.CodeInvalid},
 		{"short header then EOF", []byte{0x53, 0x54, 1, 2, 0}, true, justClose, ""},
 		{"payload cut short", append(header(api.ReqHeader{Op: api.OSTWrite, Object: 1, PayloadLen: 1000}), make([]byte, 10)...), true, justClose, ""},
 	}
@@ -1013,10 +1053,8 @@ func TestRestart(t *testing.T) {
 			t.Errorf("object %x with a damaged sidecar: read %v, want corrupt", obj, err)
 		}
 	}
-	for _, obj := range []uint64{0x400, 0x401} {
-		if err := c.Destroy(ctx, o2.Addr(), obj); err != nil {
-			t.Fatal(err)
-		}
+	if n, err := c.Destroy(ctx, o2.Addr(), []uint64{0x400, 0x401}); n != 2 || err != nil {
+		t.Fatalf("destroy: %d, %v; want 2, nil", n, err)
 	}
 	if o2.Index() != idx {
 		t.Fatalf("index %d after restart, want %d", o2.Index(), idx)

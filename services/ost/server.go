@@ -387,7 +387,20 @@ func (s *Server) handle(ctx context.Context, c net.Conn, br *bufio.Reader, h api
 		size, err = s.store.size(ctx, h.Object)
 		value = uint64(size)
 	case api.OSTDestroy:
-		err = s.store.destroy(ctx, h.Object)
+		objs := []uint64{h.Object}
+		if h.PayloadLen > 0 {
+			list := make([]byte, h.PayloadLen)
+			if _, rerr := io.ReadFull(br, list); rerr != nil {
+				return fmt.Errorf("reading destroy list: %w", rerr)
+			}
+			objs, err = api.DecodeObjectList(list) // the header check made it whole
+		}
+		for _, obj := range objs {
+			if err = s.store.destroy(ctx, obj); err != nil {
+				break
+			}
+			value++
+		}
 	case api.OSTStatFS:
 		var st api.OSTStatfs
 		st, err = s.store.statfs(s.cfg.DataDir, s.Index())
