@@ -6,7 +6,8 @@ import (
 	"hash/crc32"
 )
 
-// On-disk format of an object (format version 1).
+// On-disk format of an object (format version 1; version 2 keeps the slots
+// of a small object in an extended attribute instead, see checksums.go).
 //
 // An object is two files under DataDir/objects/<last 2 hex digits of the id>/:
 //

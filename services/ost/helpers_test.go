@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // startEtcd runs a single-member etcd in-process under a temporary
@@ -196,3 +197,29 @@ func pattern(seed, n int) []byte {
 func codeOf(err error) api.Code { return api.CodeOf(err) }
 
 func hexObj(obj uint64) string { return fmt.Sprintf("%016x", obj) }
+
+// inlineSlots returns the checksum attribute of the data file at path.
+func inlineSlots(t *testing.T, path string) []byte {
+	t.Helper()
+	buf := make([]byte, 4096)
+	n, err := unix.Getxattr(path, inlineAttr, buf)
+	if err != nil {
+		t.Fatalf("checksum attribute of %s: %v", path, err)
+	}
+	return buf[:n]
+}
+
+// flipSlotBit flips a bit in byte at of block's checksum slot of the
+// object whose data file is path, wherever the slot lives.
+func flipSlotBit(t *testing.T, path string, block, at int64) {
+	t.Helper()
+	if _, err := unix.Getxattr(path, inlineAttr, nil); err != nil {
+		flipBit(t, path+".crc", slotOffset(block)+at)
+		return
+	}
+	v := inlineSlots(t, path)
+	v[block*slotSize+at] ^= 0x10
+	if err := unix.Setxattr(path, inlineAttr, v, 0); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -224,10 +225,13 @@ func TestReadWrite(t *testing.T) {
 		var m model
 		m.write(2*BlockSize, []byte("x"))
 		checkRead(t, ctx, c, o.Addr(), obj, &m, 0, 4*BlockSize)
-		for _, name := range []string{hexObj(obj), hexObj(obj) + ".crc"} {
-			if _, err := os.Stat(filepath.Join(o.cfg.DataDir, "objects", "57", name)); err != nil {
-				t.Errorf("object file: %v", err)
-			}
+		// A small object is one file: its checksums are an attribute.
+		path := filepath.Join(o.cfg.DataDir, "objects", "57", hexObj(obj))
+		if slots := inlineSlots(t, path); len(slots) != 3*slotSize {
+			t.Errorf("inline checksums of %d bytes, want %d", len(slots), 3*slotSize)
+		}
+		if _, err := os.Stat(path + ".crc"); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("a small object has a sidecar: %v", err)
 		}
 	})
 
@@ -337,12 +341,17 @@ func TestCorruption(t *testing.T) {
 	}
 	flipBit(t, objectPath(o.cfg.DataDir, holey), B+5)
 
-	// Object 3: its checksum slot for block 0 overwritten with garbage.
-	const badslot = 0x79
+	// Object 3: its checksum slot for block 0 damaged (in the attribute
+	// of a small object), and object 5 the same in a sidecar.
+	const badslot, bigBadslot = 0x79, 0x7b
 	if err := c.Write(ctx, addr, badslot, 0, pattern(9, 2*B), false); err != nil {
 		t.Fatal(err)
 	}
-	flipBit(t, objectPath(o.cfg.DataDir, badslot)+".crc", slotOffset(0)+6)
+	flipSlotBit(t, objectPath(o.cfg.DataDir, badslot), 0, 6)
+	if err := c.Write(ctx, addr, bigBadslot, 0, pattern(9, (inlineBlocks+2)*B), false); err != nil {
+		t.Fatal(err)
+	}
+	flipSlotBit(t, objectPath(o.cfg.DataDir, bigBadslot), 0, 6)
 
 	// Object 4: a bit flipped in the partial last block, past the bytes a
 	// truncation keeps.
@@ -374,6 +383,8 @@ func TestCorruption(t *testing.T) {
 		{"block before the hole", holey, true, 0, 10, api.CodeOK, pattern(8, 10)},
 		{"damaged checksum slot", badslot, true, 0, 10, api.CodeCorrupt, nil},
 		{"other block of damaged slot object", badslot, true, B, B, api.CodeOK, pattern(9, 2*B)[B:]},
+		{"damaged checksum slot in a sidecar", bigBadslot, true, 0, 10, api.CodeCorrupt, nil},
+		{"other block of damaged sidecar object", bigBadslot, true, B, B, api.CodeOK, pattern(9, 2*B)[B:]},
 		{"corrupt partial last block", tail, true, B, 100, api.CodeCorrupt, nil},
 	}
 	for _, tc := range cases {
@@ -1030,9 +1041,16 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	models[2].punch(70000)
-	// Two more objects whose sidecars get damaged while the OST is down.
-	for _, obj := range []uint64{0x400, 0x401} {
-		if err := c.Write(ctx, o.Addr(), obj, 0, pattern(int(obj), 1000), true); err != nil {
+	// Objects whose checksums get damaged while the OST is down: two
+	// large ones (sidecars), two small ones (inline).
+	large := (inlineBlocks + 1) * BlockSize
+	damaged := []uint64{0x400, 0x401, 0x402, 0x403}
+	for i, obj := range damaged {
+		n := 1000
+		if i < 2 {
+			n = large
+		}
+		if err := c.Write(ctx, o.Addr(), obj, 0, pattern(int(obj), n), true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1046,15 +1064,21 @@ func TestRestart(t *testing.T) {
 	if err := os.WriteFile(objectPath(cfg.DataDir, 0x401)+".crc", []byte("not a header at all"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := unix.Removexattr(objectPath(cfg.DataDir, 0x402), inlineAttr); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(objectPath(cfg.DataDir, 0x403), inlineAttr, []byte("12345"), 0); err != nil {
+		t.Fatal(err)
+	}
 
 	o2 := startOST(t, cli, cfg, nil)
-	for _, obj := range []uint64{0x400, 0x401} {
+	for _, obj := range damaged {
 		if _, err := c.Read(ctx, o2.Addr(), obj, 0, make([]byte, 10)); codeOf(err) != api.CodeCorrupt {
-			t.Errorf("object %x with a damaged sidecar: read %v, want corrupt", obj, err)
+			t.Errorf("object %x with damaged checksums: read %v, want corrupt", obj, err)
 		}
 	}
-	if n, err := c.Destroy(ctx, o2.Addr(), []uint64{0x400, 0x401}); n != 2 || err != nil {
-		t.Fatalf("destroy: %d, %v; want 2, nil", n, err)
+	if n, err := c.Destroy(ctx, o2.Addr(), damaged); n != len(damaged) || err != nil {
+		t.Fatalf("destroy: %d, %v; want %d, nil", n, err, len(damaged))
 	}
 	if o2.Index() != idx {
 		t.Fatalf("index %d after restart, want %d", o2.Index(), idx)

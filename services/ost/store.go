@@ -54,6 +54,9 @@ type store struct {
 	objects atomic.Int64
 	// noFallocate is set once the file system refuses fallocate.
 	noFallocate atomic.Bool
+	// noXattr is set once the file system refuses user extended
+	// attributes: new objects get sidecars (checksums.go).
+	noXattr atomic.Bool
 }
 
 // objDir tracks whether a directory has entries not yet made durable.
@@ -141,11 +144,14 @@ func (s *store) dataPath(obj uint64) string {
 // close closes every cached handle. No request may be running.
 func (s *store) close() { s.cache.closeAll() }
 
-// handle is an object's open files.
+// handle is an object's open data file and its checksum slots.
 type handle struct {
 	obj  uint64
 	data *os.File
-	crc  *os.File
+	sums checksums
+	// synced: the object may hold data made durable (it was synced, or
+	// opened from disk).
+	synced atomic.Bool
 
 	// Guarded by handleCache.mu.
 	refs int
@@ -153,8 +159,8 @@ type handle struct {
 }
 
 func (h *handle) closeFiles() {
+	h.sums.close()
 	h.data.Close()
-	h.crc.Close()
 }
 
 // handleCache is a bounded LRU of open handles. Each user holds a
@@ -292,38 +298,41 @@ func (s *store) open(obj uint64, create bool) (*handle, error) {
 		data.Close()
 		return nil, err
 	}
-	crc, err := s.openCRC(obj, path+".crc", size == 0)
+	sums, err := s.openSums(obj, data, size == 0)
 	if err != nil {
 		data.Close()
 		return nil, err
 	}
-	return s.cache.add(&handle{obj: obj, data: data, crc: crc}), nil
+	h := &handle{obj: obj, data: data, sums: sums}
+	h.synced.Store(true)
+	return s.cache.add(h), nil
 }
 
-// create makes a new object: its sidecar first, emptied of anything a
-// destroy that crashed half-way left and given its header, then the data
-// file. Both stay open in the returned handle: a small file's object is
-// written once, so every open saved here is a large part of its cost.
+// create makes a new object: its data file, then its checksum slots
+// (inline, or a sidecar emptied of anything a destroy that crashed half-way
+// left). The files stay open in the returned handle: a small file's object
+// is written once, so every open saved here is a large part of its cost.
 func (s *store) create(obj uint64, path string) (*handle, error) {
-	crc, err := os.OpenFile(path+".crc", os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := writeCRCHeader(crc, obj); err != nil {
-		crc.Close()
-		return nil, err
-	}
 	data, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		crc.Close()
+		return nil, err
+	}
+	sums, err := s.newSums(obj, data)
+	if err != nil {
+		data.Close()
 		return nil, err
 	}
 	s.objects.Add(1)
+	s.markDirty(obj)
+	return &handle{obj: obj, data: data, sums: sums}, nil
+}
+
+// markDirty notes that obj's directory has an entry not yet durable.
+func (s *store) markDirty(obj uint64) {
 	d := &s.dirs[obj&0xff]
 	d.mu.Lock()
 	d.dirty = true
 	d.mu.Unlock()
-	return &handle{obj: obj, data: data, crc: crc}, nil
 }
 
 // openCRC opens an object's sidecar, writing the header when it is empty.
@@ -374,17 +383,6 @@ func fileSize(f *os.File) (int64, error) {
 		return 0, fmt.Errorf("stat %s: %w", f.Name(), err)
 	}
 	return st.Size, nil
-}
-
-// readSlots reads the slots of blocks [first, first+len(b)/slotSize); slots
-// past the end of the sidecar read as holes.
-func readSlots(h *handle, first int64, b []byte) error {
-	n, err := h.crc.ReadAt(b, slotOffset(first))
-	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("read checksums of object %016x: %w", h.obj, err)
-	}
-	clear(b[n:])
-	return nil
 }
 
 // corrupt logs a failed block and returns the wire error.
@@ -514,7 +512,7 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 		edgeBufs[i] = eb
 		buf := *eb
 		if bStart < size {
-			if err := readSlots(h, b, oldSlot[:]); err != nil {
+			if err := h.sums.read(b, oldSlot[:]); err != nil {
 				return 0, err
 			}
 			if err := s.readBlock(h, b, size, buf, oldSlot[:]); err != nil {
@@ -535,6 +533,13 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 		}
 	}
 
+	// A slot the attribute cannot hold moves them all to a sidecar first.
+	if _, ok := h.sums.(*inline); ok && last >= inlineBlocks {
+		if err := s.promote(h, size); err != nil {
+			return 0, err
+		}
+	}
+
 	// Nothing has changed yet. Short of room, reserve the space first so
 	// that a full disk refuses the write whole. With ample room, skip it:
 	// on ext4 every reservation leaves unwritten extents that writeback
@@ -544,22 +549,22 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 		if err := s.reserve(h.data, off, int64(len(p))); err != nil {
 			return 0, err
 		}
-		if err := s.reserve(h.crc, slotOffset(first), nb*slotSize); err != nil {
+		if err := h.sums.reserve(s, first, nb); err != nil {
 			return 0, err
 		}
 	}
 	if first > blocksFor(size) {
 		// Blocks between the old end and this write become holes: drop
 		// any slot a crashed truncation may have left there.
-		if err := h.crc.Truncate(slotOffset(blocksFor(size))); err != nil {
-			return 0, fmt.Errorf("truncate checksums of object %016x: %w", obj, err)
+		if err := h.sums.truncate(blocksFor(size)); err != nil {
+			return 0, err
 		}
 	}
 	if _, err := h.data.WriteAt(p, off); err != nil {
 		return 0, fmt.Errorf("write object %016x: %w", obj, err)
 	}
-	if _, err := h.crc.WriteAt(slots, slotOffset(first)); err != nil {
-		return 0, fmt.Errorf("write checksums of object %016x: %w", obj, err)
+	if err := h.sums.write(first, slots); err != nil {
+		return 0, err
 	}
 	return max(size, end), s.syncIf(h, durable)
 }
@@ -573,12 +578,15 @@ func (s *store) syncIf(h *handle, durable bool) error {
 
 // syncHandle makes the object's data, checksums and directory entry durable.
 func (s *store) syncHandle(h *handle) error {
-	if err := fdatasync(h.data); err != nil {
-		return fmt.Errorf("sync object %016x: %w", h.obj, err)
+	if err := h.sums.sync(h.data); err != nil {
+		return err
 	}
-	if err := fdatasync(h.crc); err != nil {
-		return fmt.Errorf("sync checksums of object %016x: %w", h.obj, err)
-	}
+	h.synced.Store(true)
+	return s.syncDirOf(h)
+}
+
+// syncDirOf makes the directory entries of h's files durable.
+func (s *store) syncDirOf(h *handle) error {
 	d := &s.dirs[h.obj&0xff]
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -666,7 +674,7 @@ func (s *store) read(ctx context.Context, obj uint64, off int64, length int, sha
 		}
 		return readResult{}, fmt.Errorf("read object %016x: %w", obj, err)
 	}
-	if err := readSlots(h, first, slots); err != nil {
+	if err := h.sums.read(first, slots); err != nil {
 		return readResult{}, err
 	}
 	for b := first; b <= last; b++ {
@@ -710,32 +718,34 @@ func (s *store) punch(ctx context.Context, obj uint64, size int64) error {
 	}
 	b, within := size/BlockSize, size%BlockSize
 	var slot [slotSize]byte
+	rewrite := false
 	if within != 0 {
 		// The block holding the new end: verify what is kept, then its
 		// checksum covers the kept bytes and zeros.
 		eb := s.bufs.get(BlockSize)
 		defer s.bufs.put(eb)
 		buf := *eb
-		if err := readSlots(h, b, slot[:]); err != nil {
+		if err := h.sums.read(b, slot[:]); err != nil {
 			return err
 		}
 		if err := s.readBlock(h, b, old, buf, slot[:]); err != nil {
 			return err
 		}
-		putSlot(slot[:], blockCRC(buf[:within]))
+		// A hole stays one: its kept bytes are zeros too.
+		if _, state := getSlot(slot[:]); state != slotHole {
+			putSlot(slot[:], blockCRC(buf[:within]))
+			rewrite = true
+		}
 	}
 	if err := h.data.Truncate(size); err != nil {
 		return fmt.Errorf("truncate object %016x: %w", obj, err)
 	}
-	if within != 0 {
-		if _, err := h.crc.WriteAt(slot[:], slotOffset(b)); err != nil {
-			return fmt.Errorf("write checksums of object %016x: %w", obj, err)
+	if rewrite {
+		if err := h.sums.write(b, slot[:]); err != nil {
+			return err
 		}
 	}
-	if err := h.crc.Truncate(slotOffset(blocksFor(size))); err != nil {
-		return fmt.Errorf("truncate checksums of object %016x: %w", obj, err)
-	}
-	return nil
+	return h.sums.truncate(blocksFor(size))
 }
 
 // allocate reserves disk space for [off, off+n) of obj (fallocate), and
@@ -774,8 +784,8 @@ func (s *store) allocate(ctx context.Context, obj uint64, off, n int64, keepSize
 // end already counted as zeros); new blocks are holes. Any stale slot past
 // the old end is dropped first.
 func extend(h *handle, obj uint64, old, size int64) error {
-	if err := h.crc.Truncate(slotOffset(blocksFor(old))); err != nil {
-		return fmt.Errorf("truncate checksums of object %016x: %w", obj, err)
+	if err := h.sums.truncate(blocksFor(old)); err != nil {
+		return err
 	}
 	if err := h.data.Truncate(size); err != nil {
 		return fmt.Errorf("extend object %016x: %w", obj, err)
