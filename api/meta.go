@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -305,6 +306,10 @@ type StatFSResp struct {
 // ChangeRecord is one namespace change in the changelog (like a Lustre
 // changelog record). Seq increases by one per record; after a crash a record
 // may be published twice, never skipped: consumers drop Seq they have seen.
+//
+// A changelog message holds one or more records in Seq order, each a JSON
+// object on a line of its own (DecodeChangeRecords); its JetStream message
+// ID is ChangeMsgID of its first and last Seq.
 type ChangeRecord struct {
 	Seq       uint64 `json:"seq"`
 	Type      string `json:"type"`
@@ -366,4 +371,27 @@ func Decode(data []byte, v any) error {
 		return Errorf(CodeInvalid, "malformed request: trailing data")
 	}
 	return nil
+}
+
+// ChangeMsgID is the message ID of a changelog message holding the records
+// first..last.
+func ChangeMsgID(first, last uint64) string {
+	return strconv.FormatUint(first, 10) + "-" + strconv.FormatUint(last, 10)
+}
+
+// DecodeChangeRecords parses a changelog message.
+func DecodeChangeRecords(data []byte) ([]ChangeRecord, error) {
+	var out []ChangeRecord
+	for line := range bytes.Lines(data) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		var r ChangeRecord
+		if err := json.Unmarshal(line, &r); err != nil {
+			return out, Errorf(CodeInvalid, "changelog record %d of a message: %v", len(out)+1, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }

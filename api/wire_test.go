@@ -157,3 +157,19 @@ func FuzzValidName(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeChangeRecords(t *testing.T) {
+	msg := []byte(`{"seq":7,"type":"CREAT","time":1,"ino":20,"parent":1,"name":"a"}` + "\n" +
+		`{"seq":8,"type":"UNLNK","time":2,"ino":20,"parent":1,"name":"a"}` + "\n")
+	recs, err := DecodeChangeRecords(msg)
+	if err != nil || len(recs) != 2 || recs[0].Seq != 7 || recs[1].Type != ChangeUnlink || recs[1].Name != "a" {
+		t.Fatalf("decoded %+v, %v", recs, err)
+	}
+	if id := ChangeMsgID(recs[0].Seq, recs[1].Seq); id != "7-8" {
+		t.Fatalf("message ID %q", id)
+	}
+	bad := append(append([]byte{}, msg...), `{"seq":9,`...)
+	if _, err := DecodeChangeRecords(bad); CodeOf(err) != CodeInvalid {
+		t.Fatalf("a cut record: %v, want invalid", err)
+	}
+}

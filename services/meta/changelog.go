@@ -3,7 +3,6 @@ package meta
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -11,9 +10,14 @@ import (
 	"github.com/stria/stria/api"
 )
 
-// publishBatch is the most outbox records published before their keys are
-// deleted.
-const publishBatch = 512
+// A changelog message holds up to msgRecords records, or about msgBytes;
+// up to inFlightMsgs messages are published before their acknowledgements
+// are awaited and their records' outbox keys deleted.
+const (
+	msgRecords   = 1024
+	msgBytes     = 256 << 10
+	inFlightMsgs = 8
+)
 
 // runPublisher publishes the changelog outbox to JetStream in seq order. It
 // is woken after each durable change and publishes only records a WAL sync
@@ -22,7 +26,8 @@ const publishBatch = 512
 // its window); after a restart the outbox is published from its start, so a
 // record may appear twice but is never skipped.
 func (s *Server) runPublisher(ctx context.Context) {
-	js, err := jetstream.New(s.nc)
+	// An acknowledgement that never comes fails its record after 10 s.
+	js, err := jetstream.New(s.nc, jetstream.WithPublishAsyncTimeout(10*time.Second), jetstream.WithPublishAsyncMaxPending(2*inFlightMsgs))
 	if err != nil {
 		s.log.Error("changelog: JetStream context", "err", err)
 		return
@@ -71,9 +76,19 @@ func (s *Server) ensureStream(ctx context.Context, js jetstream.JetStream) error
 }
 
 // publishOutbox publishes every durable outbox record, then deletes the
-// published keys.
+// published keys. Records go out many to a message (the records of one WAL
+// sync, typically), and several messages are in flight at once: the
+// changelog cost a fifth of the CPU of metadata changes at one message and
+// one acknowledgement wait per record. Each message after the first of a
+// pass expects the one before it as the last in the stream, so that if one
+// fails, none after it is stored before it is published again: the
+// changelog stays in seq order.
 func (s *Server) publishOutbox(ctx context.Context, js jetstream.JetStream, from *[]byte) error {
 	subject := api.ChangelogSubject(s.cfg.FSName)
+	type message struct {
+		first, last uint64
+		ack         jetstream.PubAckFuture
+	}
 	for {
 		durable := s.st.durableSeq.Load()
 		it, err := s.st.db.NewIter(&pebble.IterOptions{
@@ -83,26 +98,69 @@ func (s *Server) publishOutbox(ctx context.Context, js jetstream.JetStream, from
 		if err != nil {
 			return err
 		}
+		var (
+			sent []message
+			perr error
+			body []byte
+			n    int
+			cur  message
+		)
+		publish := func() bool {
+			opts := []jetstream.PublishOpt{jetstream.WithMsgID(api.ChangeMsgID(cur.first, cur.last))}
+			if len(sent) > 0 {
+				prev := sent[len(sent)-1]
+				opts = append(opts, jetstream.WithExpectLastMsgID(api.ChangeMsgID(prev.first, prev.last)))
+			}
+			cur.ack, err = js.PublishAsync(subject, body, opts...)
+			if err != nil {
+				perr = fmt.Errorf("publishing changelog records %d-%d: %w", cur.first, cur.last, err)
+				return false
+			}
+			sent = append(sent, cur)
+			body, n = nil, 0 // the message keeps its body until acknowledged
+			return true
+		}
+		for ok := it.First(); ok && len(sent) < inFlightMsgs; ok = it.Next() {
+			seq := u64(it.Key()[1:])
+			if n == 0 {
+				cur.first = seq
+			}
+			cur.last = seq
+			body = append(append(body, it.Value()...), '\n')
+			n++
+			if (n >= msgRecords || len(body) >= msgBytes) && !publish() {
+				break
+			}
+		}
+		if n > 0 && perr == nil {
+			publish()
+		}
+		full := len(sent) >= inFlightMsgs
+		if err := it.Close(); err != nil && perr == nil {
+			perr = err
+		}
 		// Published keys are deleted one by one: range tombstones would
 		// pile up in the memtable and slow every read.
 		done := s.st.db.NewBatch()
-		n := 0
-		var perr error
-		for ok := it.First(); ok && n < publishBatch; ok = it.Next() {
-			seq := u64(it.Key()[1:])
-			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := js.Publish(pctx, subject, it.Value(), jetstream.WithMsgID(strconv.FormatUint(seq, 10)))
-			cancel()
-			if err != nil {
-				perr = fmt.Errorf("publishing changelog record %d: %w", seq, err)
-				break
+	acks:
+		for _, m := range sent {
+			select {
+			case <-m.ack.Ok():
+			case err := <-m.ack.Err():
+				if perr == nil {
+					perr = fmt.Errorf("publishing changelog records %d-%d: %w", m.first, m.last, err)
+				}
+				break acks
+			case <-ctx.Done():
+				if perr == nil {
+					perr = ctx.Err()
+				}
+				break acks
 			}
-			done.Delete(it.Key(), nil)
-			*from = changeKey(seq + 1)
-			n++
-		}
-		if err := it.Close(); err != nil && perr == nil {
-			perr = err
+			for seq := m.first; seq <= m.last; seq++ {
+				done.Delete(changeKey(seq), nil)
+			}
+			*from = changeKey(m.last + 1)
 		}
 		// Not synced: if the delete is lost the records are published again,
 		// which consumers tolerate.
@@ -112,7 +170,7 @@ func (s *Server) publishOutbox(ctx context.Context, js jetstream.JetStream, from
 			}
 		}
 		done.Close()
-		if perr != nil || n < publishBatch {
+		if perr != nil || !full {
 			return perr
 		}
 	}

@@ -164,7 +164,7 @@ func TestDestroyQueue(t *testing.T) {
 }
 
 // readChangelog returns the records in the file system's stream once it
-// holds at least n messages.
+// holds at least n, checking each message's ID against its records.
 func readChangelog(t *testing.T, fs string, n int) []api.ChangeRecord {
 	t.Helper()
 	js, err := jetstream.New(env.nc)
@@ -176,35 +176,27 @@ func readChangelog(t *testing.T, fs string, n int) []api.ChangeRecord {
 	var stream jetstream.Stream
 	waitFor(t, "changelog stream", 20*time.Second, func() bool {
 		s, err := js.Stream(ctx, api.ChangelogStream(fs))
-		if err != nil {
-			return false
-		}
-		info, err := s.Info(ctx)
-		if err != nil || info.State.Msgs < uint64(n) {
-			return false
-		}
 		stream = s
-		return true
+		return err == nil
 	})
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, _ := stream.Info(ctx)
 	var out []api.ChangeRecord
-	for uint64(len(out)) < info.State.Msgs {
-		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	for len(out) < n {
+		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
 		if err != nil {
-			t.Fatalf("reading changelog: %v", err)
+			t.Fatalf("reading changelog after %d of %d records: %v", len(out), n, err)
 		}
-		var r api.ChangeRecord
-		if err := json.Unmarshal(m.Data(), &r); err != nil {
-			t.Fatal(err)
+		recs, err := api.DecodeChangeRecords(m.Data())
+		if err != nil || len(recs) == 0 {
+			t.Fatalf("changelog message %q: %d records, %v", m.Data(), len(recs), err)
 		}
-		if m.Headers().Get(jetstream.MsgIDHeader) != itoa(int(r.Seq)) {
-			t.Fatalf("message ID %q for seq %d", m.Headers().Get(jetstream.MsgIDHeader), r.Seq)
+		if id, want := m.Headers().Get(jetstream.MsgIDHeader), api.ChangeMsgID(recs[0].Seq, recs[len(recs)-1].Seq); id != want {
+			t.Fatalf("message ID %q for records %d..%d", id, recs[0].Seq, recs[len(recs)-1].Seq)
 		}
-		out = append(out, r)
+		out = append(out, recs...)
 	}
 	return out
 }

@@ -468,6 +468,7 @@ const syncerGrace = 2 * time.Millisecond
 // them costs one or two. Then it hands the objects of durable deletions to
 // the destroyer.
 func (s *Server) runSyncer(ctx context.Context) {
+	var woke uint64 // the durable seq the publisher was last woken for
 	grace := time.NewTimer(s.syncerGrace)
 	grace.Stop() // started by each wake below
 	for {
@@ -487,7 +488,11 @@ func (s *Server) runSyncer(ctx context.Context) {
 			if err := s.st.syncWAL(); err != nil {
 				return // the store failed; Run stops meta
 			}
-			// A durable change has records to publish now.
+		}
+		// Records made durable, by this sync or an fsync's, can be
+		// published now: the publisher wakes once per sync, not per change.
+		if seq := s.st.durableSeq.Load(); seq > woke {
+			woke = seq
 			s.wake(s.wakePublisher)
 		}
 		if objs := s.awaitingSync.durable(s.st.durableCommits.Load()); len(objs) > 0 {
@@ -538,16 +543,13 @@ func (s *Server) mutate(ctx context.Context, dirs []uint64, fn func(t *txn) erro
 			allowed[d] = struct{}{}
 		}
 	}
-	var (
-		queued []api.StripeObject
-		logged bool
-	)
+	var queued []api.StripeObject
 	record := func(t *txn) error {
 		t.allowed = allowed
 		if err := fn(t); err != nil {
 			return err
 		}
-		queued, logged = t.queued, t.changes > 0
+		queued = t.queued
 		return nil
 	}
 	for attempt := 0; ; attempt++ {
@@ -579,9 +581,6 @@ func (s *Server) mutate(ctx context.Context, dirs []uint64, fn func(t *txn) erro
 			// Objects go to the destroyer only once their deletion is
 			// durable: the syncer hands them over after its sync.
 			s.awaitingSync.add(t.commit, queued)
-		}
-		if logged {
-			s.wake(s.wakePublisher)
 		}
 		s.wake(s.wakeSyncer)
 		return nil

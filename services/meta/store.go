@@ -347,8 +347,7 @@ type txn struct {
 	nextSeq    uint64
 	inodeDelta int64
 	cache      map[uint64]*inode
-	dirty      map[uint64]bool // true: write; false: delete
-	changes    int
+	dirty      map[uint64]bool    // true: write; false: delete
 	queued     []api.StripeObject // objects added to the destroy queue
 	wrote      bool
 	commit     uint64 // commit number this reply depends on
@@ -516,7 +515,6 @@ func (t *txn) record(r api.ChangeRecord) {
 	}
 	data, _ := json.Marshal(r) // plain struct: cannot fail
 	t.b.Set(changeKey(r.Seq), data, nil)
-	t.changes++
 }
 
 // flush writes the dirty inodes and the counters into the batch.
