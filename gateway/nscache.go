@@ -32,6 +32,8 @@ type nsCache struct {
 	// maxTTL bounds how long the kernel keeps what a held lock covers
 	// (Config.LockedTimeout; the lease bounds it too).
 	maxTTL time.Duration
+	// maxDirs bounds the directory records (maxCachedDirs).
+	maxDirs int
 	// list reads a directory's first page for priming (meta readdir).
 	list func(ctx context.Context, dir uint64, limit int) (api.ReadDirResp, error)
 	// invalidate has the kernel drop names and attributes (it may block:
@@ -48,9 +50,14 @@ type nsCache struct {
 	lostAt uint64
 	// lostTime is when every lock was last lost (see recalledSince).
 	lostTime time.Time
-	dirs     map[uint64]*dirCache
-	attrs    map[uint64]cachedInode
-	entries  int // names held over all directories
+	// forgotAt and forgotTime stand in for the records forgetDirsLocked
+	// dropped: for a directory with no record, a reply to a request sent
+	// before is suspect, and so are attributes taken before.
+	forgotAt   uint64
+	forgotTime time.Time
+	dirs       map[uint64]*dirCache
+	attrs      map[uint64]cachedInode
+	entries    int // names held over all directories
 	// pending is what dropped locks covered, for the kernel to drop too;
 	// taken by unlock.
 	pending []dropped
@@ -106,6 +113,10 @@ const (
 	// mount; past it whole directories are dropped and their locks given
 	// back.
 	maxCachedNames = 1 << 20
+	// maxCachedDirs bounds the directories the cache keeps a record of,
+	// and so the locks the mount holds: a walk of millions of directories
+	// (most of them holding few names) must not grow either for ever.
+	maxCachedDirs = 1 << 16
 	// primeLimit is the largest directory read whole when its lock is
 	// granted, to know it complete.
 	primeLimit = 1024
@@ -125,7 +136,7 @@ type lockClient interface {
 }
 
 func newNSCache(locks lockClient, maxTTL time.Duration, log *slog.Logger) *nsCache {
-	return &nsCache{locks: locks, maxTTL: maxTTL, log: log, dirs: map[uint64]*dirCache{}, attrs: map[uint64]cachedInode{}}
+	return &nsCache{locks: locks, maxTTL: maxTTL, maxDirs: maxCachedDirs, log: log, dirs: map[uint64]*dirCache{}, attrs: map[uint64]cachedInode{}}
 }
 
 // begin returns the sequence number to pass to learn calls for a request
@@ -149,7 +160,10 @@ func (c *nsCache) staleLocked(d, s uint64) bool {
 		return true
 	}
 	dc := c.dirs[d]
-	return dc != nil && dc.changed > s
+	if dc == nil {
+		return c.forgotAt > s
+	}
+	return dc.changed > s
 }
 
 // dir returns d's cache entry, making it. Called with mu.
@@ -416,7 +430,10 @@ func (c *nsCache) recalledSince(dir uint64, t time.Time) bool {
 		return true
 	}
 	dc := c.dirs[dir]
-	return dc != nil && dc.recalledAt.After(t)
+	if dc == nil {
+		return c.forgotTime.After(t)
+	}
+	return dc.recalledAt.After(t)
 }
 
 // Locks.
@@ -529,8 +546,12 @@ func (c *nsCache) revoke(dirs []uint64) {
 }
 
 // unlock releases mu, then has the kernel drop what dropped locks covered,
-// waiting up to wait for it.
+// waiting up to wait for it. Past maxCachedDirs it forgets directories
+// first: here, at the end of an operation, no caller holds a record.
 func (c *nsCache) unlock(wait time.Duration) {
+	if len(c.dirs) > c.maxDirs {
+		c.forgetDirsLocked()
+	}
 	pending := c.pending
 	c.pending = nil
 	c.mu.Unlock()
@@ -650,6 +671,31 @@ func (c *nsCache) shrinkLocked() {
 			back = append(back, d)
 		}
 	}
+	c.giveBackLocked(back)
+}
+
+// forgetDirsLocked drops the records of directories (random ones: map
+// order), giving back the locks held, until a tenth under maxDirs.
+// A directory whose lock is being asked for or read whole keeps its record:
+// the grant or the listing will look for it. Called with mu.
+func (c *nsCache) forgetDirsLocked() {
+	var back []uint64
+	for d, dc := range c.dirs {
+		if len(c.dirs) < c.maxDirs*9/10 {
+			break
+		}
+		if dc.state == asking || dc.priming {
+			continue
+		}
+		if dc.state == held {
+			c.dropLocked(d, dc)
+			back = append(back, d)
+		}
+		delete(c.dirs, d)
+	}
+	c.seq++
+	c.forgotAt = c.seq
+	c.forgotTime = time.Now()
 	c.giveBackLocked(back)
 }
 

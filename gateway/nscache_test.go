@@ -262,3 +262,63 @@ func TestNSCachePrimingKeepsChangesMadeMeanwhile(t *testing.T) {
 		t.Fatal("the removed file's attributes came back from the older listing")
 	}
 }
+
+// Past its bound on directory records the cache forgets directories: their
+// locks go back, the kernel drops what they covered, and what was learnt
+// before is not trusted after.
+func TestNSCacheForgetsDirectoriesPastItsBound(t *testing.T) {
+	c, locks, rec := newTestCache(t)
+	holdDir(t, c)
+	if _, _, ok := c.lookup(testDir, "f"); !ok {
+		t.Fatal("f not answered under the held lock")
+	}
+	c.mu.Lock()
+	c.maxDirs = 2 // so that every record goes
+	c.mu.Unlock()
+	before := time.Now()
+	s := c.begin()
+	for d := uint64(100); d < 103; d++ {
+		c.mu.Lock()
+		c.touchLocked(d) // a change this mount made in d
+		c.unlock(0)
+	}
+	c.mu.Lock()
+	left, kept := len(c.dirs), c.dirs[testDir] != nil
+	c.mu.Unlock()
+	if left > 2 || kept {
+		t.Fatalf("%d directory records left (testDir's among them: %v), want at most 2, not testDir's", left, kept)
+	}
+	waitUntil(t, "testDir's lock given back", func() bool {
+		locks.mu.Lock()
+		defer locks.mu.Unlock()
+		return slices.Contains(locks.cancelled, testDir)
+	})
+	waitUntil(t, "the kernel told to drop f", func() bool {
+		for _, d := range rec.get() {
+			if d.dir == testDir && slices.Contains(d.names, "f") {
+				return true
+			}
+		}
+		return false
+	})
+	if !c.recalledSince(testDir, before) {
+		t.Error("attributes taken before the directory was forgotten are still trusted")
+	}
+	c.mu.Lock()
+	stale := c.staleLocked(testDir, s)
+	c.mu.Unlock()
+	if !stale {
+		t.Error("a reply to a request sent before the directory was forgotten is not suspect")
+	}
+	c.mu.Lock()
+	c.maxDirs = maxCachedDirs
+	c.mu.Unlock()
+	if _, _, ok := c.lookup(testDir, "f"); ok {
+		t.Error("f answered from the cache of a forgotten directory")
+	}
+	// The next miss asks for the lock again, and the cache serves again.
+	waitUntil(t, "f answered again under a new lock", func() bool {
+		_, _, ok := c.lookup(testDir, "f")
+		return ok
+	})
+}

@@ -20,13 +20,14 @@ const (
 )
 
 // runPublisher publishes the changelog outbox to JetStream in seq order. It
-// is woken after each durable change and publishes only records a WAL sync
-// has covered, so a record a crash could still lose is never published. Each
-// message carries its seq as the message ID (JetStream drops duplicates in
-// its window); after a restart the outbox is published from its start, so a
-// record may appear twice but is never skipped.
+// is woken after each WAL sync that made records durable and publishes only
+// records a sync has covered, so a record a crash could still lose is never
+// published. Each message carries the seqs of its first and last records as
+// its ID (JetStream drops duplicates in its window); after a restart the
+// outbox is published from its start, so a record may appear twice but is
+// never skipped.
 func (s *Server) runPublisher(ctx context.Context) {
-	// An acknowledgement that never comes fails its record after 10 s.
+	// An acknowledgement that never comes fails its message after 10 s.
 	js, err := jetstream.New(s.nc, jetstream.WithPublishAsyncTimeout(10*time.Second), jetstream.WithPublishAsyncMaxPending(2*inFlightMsgs))
 	if err != nil {
 		s.log.Error("changelog: JetStream context", "err", err)
@@ -111,11 +112,12 @@ func (s *Server) publishOutbox(ctx context.Context, js jetstream.JetStream, from
 				prev := sent[len(sent)-1]
 				opts = append(opts, jetstream.WithExpectLastMsgID(api.ChangeMsgID(prev.first, prev.last)))
 			}
-			cur.ack, err = js.PublishAsync(subject, body, opts...)
+			ack, err := js.PublishAsync(subject, body, opts...)
 			if err != nil {
 				perr = fmt.Errorf("publishing changelog records %d-%d: %w", cur.first, cur.last, err)
 				return false
 			}
+			cur.ack = ack
 			sent = append(sent, cur)
 			body, n = nil, 0 // the message keeps its body until acknowledged
 			return true

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/stria/stria/api"
 	"golang.org/x/sys/unix"
@@ -14,8 +15,10 @@ import (
 // for the slots themselves).
 //
 // A small object keeps them in an extended attribute of its data file,
-// inlineAttr, whose value is the slots of blocks 0.. (no header), at most
-// inlineBlocks of them. An object is one file then, not two: half the
+// inlineAttr, whose value is the slots of blocks 0..inlineBlocks-1 (no
+// header; all-zero slots are holes). It is written at its full size from
+// the start, so updating it never needs more room: a write refused for lack
+// of space is refused before its data is written, as with sidecars. An object is one file then, not two: half the
 // inodes on the OST, one file to open and to read from disk after its
 // pages were dropped, one fsync to make it durable. 64 bytes of value fit
 // in the inode itself on ext4 (256-byte inodes), so reading them costs no
@@ -150,19 +153,27 @@ func (c *inline) write(first int64, b []byte) error {
 	if err != nil {
 		return err
 	}
-	if int64(len(v)) < end {
-		v = append(v, make([]byte, end-int64(len(v)))...)
-	}
+	v = fullSize(v)
 	copy(v[first*slotSize:], b)
 	return c.store(v)
 }
 
 func (c *inline) truncate(blocks int64) error {
 	v, err := c.load()
-	if err != nil || int64(len(v)) <= blocks*slotSize {
+	if err != nil || int64(len(v)) <= blocks*slotSize || !slices.ContainsFunc(v[blocks*slotSize:], func(b byte) bool { return b != 0 }) {
 		return err
 	}
-	return c.store(v[:blocks*slotSize])
+	v = fullSize(v)
+	clear(v[blocks*slotSize:])
+	return c.store(v)
+}
+
+// fullSize pads an attribute value to inlineBlocks slots.
+func fullSize(v []byte) []byte {
+	if len(v) < inlineBlocks*slotSize {
+		v = append(v, make([]byte, inlineBlocks*slotSize-len(v))...)
+	}
+	return v
 }
 
 func (c *inline) reserve(*store, int64, int64) error { return nil }
@@ -211,7 +222,7 @@ func (s *store) openSums(obj uint64, data *os.File, fresh bool) (checksums, erro
 // created: inline where the file system allows.
 func (s *store) newSums(obj uint64, data *os.File) (checksums, error) {
 	if !s.noXattr.Load() {
-		err := unix.Fsetxattr(int(data.Fd()), inlineAttr, nil, 0)
+		err := unix.Fsetxattr(int(data.Fd()), inlineAttr, make([]byte, inlineBlocks*slotSize), 0)
 		if err == nil {
 			return &inline{obj: obj, data: data}, nil
 		}

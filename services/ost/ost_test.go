@@ -227,8 +227,19 @@ func TestReadWrite(t *testing.T) {
 		checkRead(t, ctx, c, o.Addr(), obj, &m, 0, 4*BlockSize)
 		// A small object is one file: its checksums are an attribute.
 		path := filepath.Join(o.cfg.DataDir, "objects", "57", hexObj(obj))
-		if slots := inlineSlots(t, path); len(slots) != 3*slotSize {
-			t.Errorf("inline checksums of %d bytes, want %d", len(slots), 3*slotSize)
+		slots := inlineSlots(t, path)
+		if len(slots) != inlineBlocks*slotSize {
+			t.Fatalf("inline checksums of %d bytes, want %d", len(slots), inlineBlocks*slotSize)
+		}
+		for b := range int64(inlineBlocks) {
+			_, state := getSlot(slots[b*slotSize:])
+			want := slotHole // only block 2 was written
+			if b == 2 {
+				want = slotValid
+			}
+			if state != want {
+				t.Errorf("slot %d: state %d, want %d", b, state, want)
+			}
 		}
 		if _, err := os.Stat(path + ".crc"); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("a small object has a sidecar: %v", err)
