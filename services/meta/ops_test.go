@@ -885,3 +885,29 @@ func TestInheritedLayoutWithOSTDown(t *testing.T) {
 		t.Fatalf("explicit layout wider than the OSTs: %v", err)
 	}
 }
+
+// New files take the default layout of their nearest ancestor as it is now,
+// although the directories were read (and kept by the store) before it
+// changed, or before the directory moved.
+func TestDefaultLayoutFollowsChangesToAncestors(t *testing.T) {
+	h := newHarness(t, 2)
+	a := h.mkdir(api.RootIno, "a")
+	b := h.mkdir(a, "b")
+	stripes := func(file uint64) uint32 {
+		t.Helper()
+		var lr api.LayoutResp
+		h.must(api.OpGetLayout, api.LayoutReq{Ino: file}, &lr)
+		return uint32(lr.Layout.StripeCount)
+	}
+	if n := stripes(h.mkfile(b, "f1")); n != 1 {
+		t.Fatalf("first file: %d stripes, want the file system's 1", n)
+	}
+	h.must(api.OpSetLayout, api.LayoutReq{Ino: a, Layout: api.Layout{StripeCount: 2, StripeSize: 1 << 20, StripeOffset: -1}}, nil)
+	if n := stripes(h.mkfile(b, "f2")); n != 2 {
+		t.Fatalf("after a default on the grandparent: %d stripes, want 2", n)
+	}
+	h.must(api.OpRename, api.RenameReq{Parent: a, Name: "b", NewParent: api.RootIno, NewName: "b"}, nil)
+	if n := stripes(h.mkfile(b, "f3")); n != 1 {
+		t.Fatalf("after the directory moved out: %d stripes, want 1", n)
+	}
+}

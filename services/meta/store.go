@@ -36,8 +36,12 @@ type store struct {
 	mu      sync.Mutex
 	nextIno uint64 // guarded by mu
 	nextSeq uint64 // guarded by mu
-	inodes  atomic.Uint64
-	fsid    string
+	// dirInodes holds the committed records of directories mutations read
+	// or wrote, guarded by mu: every create and unlink reads its parent,
+	// and a create each ancestor up to a default layout.
+	dirInodes map[uint64][]byte
+	inodes    atomic.Uint64
+	fsid      string
 
 	// Durability tracking. commits counts applied batches and committedSeq
 	// is the last changelog seq applied (both may not be durable yet);
@@ -79,7 +83,7 @@ func openStore(dir string, fs vfs.FS, log *slog.Logger) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening metadata store: %w", err)
 	}
-	s := &store{db: db, log: log}
+	s := &store{db: db, log: log, dirInodes: map[uint64][]byte{}}
 	plog.st.Store(s)
 	if err := s.load(); err != nil {
 		db.Close()
@@ -328,6 +332,9 @@ func (s *store) apply(fn func(t *txn) error) (*txn, error) {
 	if err := s.db.Apply(t.b, pebble.NoSync); err != nil {
 		return t, fmt.Errorf("applying change: %w", err)
 	}
+	for _, w := range t.dirWrites {
+		s.cacheDirInode(w.ino, w.v)
+	}
 	t.wrote = true
 	s.nextIno, s.nextSeq = t.nextIno, t.nextSeq
 	s.inodes.Add(uint64(t.inodeDelta))
@@ -360,6 +367,9 @@ type txn struct {
 	allowed map[uint64]struct{}
 	orig    map[uint64]uint64
 	fresh   map[uint64]bool
+	// dirWrites are the inode records this change writes (v: a
+	// directory's, nil otherwise or deleted), for store.dirInodes.
+	dirWrites []dirWrite
 }
 
 // coverOf is the directory whose lock covers an inode's attributes: a
@@ -419,13 +429,52 @@ func (t *txn) get(ino uint64) (*inode, error) {
 		}
 		return in, nil
 	}
-	in, err := t.s.getInode(t.s.db, ino)
+	v, cached := t.s.dirInodes[ino]
+	if !cached {
+		var err error
+		if v, err = get(t.s.db, inodeKey(ino)); err != nil {
+			return nil, err
+		}
+		if v == nil {
+			return nil, api.Errorf(api.CodeNotFound, "inode %d does not exist", ino)
+		}
+	}
+	in, err := decodeInode(v)
 	if err != nil {
 		return nil, err
+	}
+	if !cached && in.isDir() {
+		t.s.cacheDirInode(ino, v)
 	}
 	t.cache[ino] = in
 	t.orig[ino] = coverOf(in)
 	return in, nil
+}
+
+// maxDirInodes bounds store.dirInodes.
+const maxDirInodes = 1 << 16
+
+// cacheDirInode keeps a directory's committed record, v nil forgetting
+// it. Called with mu.
+func (s *store) cacheDirInode(ino uint64, v []byte) {
+	if v == nil {
+		delete(s.dirInodes, ino)
+		return
+	}
+	if len(s.dirInodes) >= maxDirInodes {
+		for k := range s.dirInodes { // an eighth of them, at random
+			if len(s.dirInodes) < maxDirInodes*7/8 {
+				break
+			}
+			delete(s.dirInodes, k)
+		}
+	}
+	s.dirInodes[ino] = v
+}
+
+type dirWrite struct {
+	ino uint64
+	v   []byte
 }
 
 // dir returns the inode, which must be a directory.
@@ -531,11 +580,17 @@ func (t *txn) flush() error {
 		return err
 	}
 	for ino, write := range t.dirty {
+		var v []byte // what the directory cache keeps once this applies
 		if write {
-			t.b.Set(inodeKey(ino), encodeInode(t.cache[ino]), nil)
+			enc := encodeInode(t.cache[ino])
+			t.b.Set(inodeKey(ino), enc, nil)
+			if t.cache[ino].isDir() {
+				v = enc
+			}
 		} else {
 			t.b.Delete(inodeKey(ino), nil)
 		}
+		t.dirWrites = append(t.dirWrites, dirWrite{ino, v})
 	}
 	if t.b.Empty() {
 		return nil
