@@ -181,16 +181,10 @@ func (c *inline) reserve(*store, int64, int64) error { return nil }
 // sync: fdatasync need not write an attribute change (ext4 counts it as
 // metadata not needed to read the data back), so a full fsync.
 func (c *inline) sync(data *os.File) error {
-	for {
-		err := unix.Fsync(int(data.Fd()))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("sync object %016x: %w", c.obj, err)
-		}
-		return nil
+	if err := retryEINTR(unix.Fsync, data); err != nil {
+		return fmt.Errorf("sync object %016x: %w", c.obj, err)
 	}
+	return nil
 }
 
 func (c *inline) close() {}
@@ -231,9 +225,15 @@ func (s *store) newSums(obj uint64, data *os.File) (checksums, error) {
 		}
 		s.noXattr.Store(true)
 	}
-	f, err := os.OpenFile(data.Name()+".crc", os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	return newSidecar(obj, data.Name()+".crc")
+}
+
+// newSidecar starts an empty sidecar at path, emptying whatever a crash
+// left there.
+func newSidecar(obj uint64, path string) (*sidecar, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create checksums of object %016x: %w", obj, err)
 	}
 	if err := writeCRCHeader(f, obj); err != nil {
 		f.Close()
@@ -255,19 +255,14 @@ func (s *store) promote(h *handle, size int64) error {
 	if err != nil {
 		return err
 	}
-	path := h.data.Name() + ".crc"
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	side, err := newSidecar(h.obj, h.data.Name()+".crc")
 	if err != nil {
-		return fmt.Errorf("create checksums of object %016x: %w", h.obj, err)
+		return err
 	}
 	s.markDirty(h.obj)
-	side := &sidecar{obj: h.obj, f: f}
-	err = writeCRCHeader(f, h.obj)
-	if err == nil {
-		err = side.write(0, v)
-	}
+	err = side.write(0, v)
 	if err == nil && size > 0 && h.synced.Load() {
-		if err = fdatasync(f); err == nil {
+		if err = fdatasync(side.f); err == nil {
 			err = s.syncDirOf(h)
 		}
 	}
@@ -275,7 +270,7 @@ func (s *store) promote(h *handle, size int64) error {
 		err = unix.Fremovexattr(int(h.data.Fd()), inlineAttr)
 	}
 	if err != nil {
-		f.Close()
+		side.close()
 		return fmt.Errorf("move checksums of object %016x to its sidecar: %w", h.obj, err)
 	}
 	h.sums = side

@@ -599,10 +599,12 @@ func (s *store) syncDirOf(h *handle) error {
 	return nil
 }
 
-func fdatasync(f *os.File) error {
+func fdatasync(f *os.File) error { return retryEINTR(unix.Fdatasync, f) }
+
+// retryEINTR runs a sync call on f until a signal does not interrupt it.
+func retryEINTR(sync func(fd int) error, f *os.File) error {
 	for {
-		err := unix.Fdatasync(int(f.Fd()))
-		if err != unix.EINTR {
+		if err := sync(int(f.Fd())); err != unix.EINTR {
 			return err
 		}
 	}
