@@ -51,6 +51,7 @@ type store struct {
 	stripes [numStripes]sync.RWMutex
 	dirs    [subDirs]objDir
 	cache   handleCache
+	pool    *filePool
 	objects atomic.Int64
 	// noFallocate is set once the file system refuses fallocate.
 	noFallocate atomic.Bool
@@ -90,6 +91,11 @@ func openStore(root string, log *slog.Logger, bufs *bufPool) (*store, error) {
 			return nil, err
 		}
 	}
+	pool, err := openPool(filepath.Join(root, "pool"), maxPooledFiles, log)
+	if err != nil {
+		return nil, err
+	}
+	s.pool = pool
 	s.objects.Store(count)
 	return s, nil
 }
@@ -308,14 +314,22 @@ func (s *store) open(obj uint64, create bool) (*handle, error) {
 	return s.cache.add(h), nil
 }
 
-// create makes a new object: its data file, then its checksum slots
-// (inline, or a sidecar emptied of anything a destroy that crashed half-way
-// left). The files stay open in the returned handle: a small file's object
-// is written once, so every open saved here is a large part of its cost.
+// create makes a new object: its data file (from the pool when it has
+// one), then its checksum slots (inline, replacing any attribute the
+// file had, or a sidecar emptied of anything a destroy that crashed
+// half-way left). The files stay open in the returned handle: a small
+// file's object is written once, so every open saved here is a large part
+// of its cost.
 func (s *store) create(obj uint64, path string) (*handle, error) {
-	data, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	data, err := s.pool.take(path)
 	if err != nil {
 		return nil, err
+	}
+	if data == nil {
+		data, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return nil, err
+		}
 	}
 	sums, err := s.newSums(obj, data)
 	if err != nil {
@@ -827,9 +841,9 @@ func (s *store) size(ctx context.Context, obj uint64) (int64, error) {
 	return fileSize(h.data)
 }
 
-// destroy removes obj; an absent object is fine. The data file goes first:
-// once it is gone the object is gone, and a sidecar left behind by a crash
-// is reset when the id is created again.
+// destroy removes obj; an absent object is fine. The data file goes first,
+// into the pool or unlinked: once it is gone the object is gone, and a
+// sidecar left behind by a crash is reset when the id is created again.
 func (s *store) destroy(ctx context.Context, obj uint64) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -839,7 +853,10 @@ func (s *store) destroy(ctx context.Context, obj uint64) error {
 	defer mu.Unlock()
 	s.cache.remove(obj)
 	path := s.dataPath(obj)
-	err := os.Remove(path)
+	var err error
+	if !s.pool.put(path) {
+		err = os.Remove(path)
+	}
 	switch {
 	case err == nil:
 		s.objects.Add(-1)
