@@ -16,14 +16,24 @@ const (
 	hdrError     = "Nats-Service-Error"
 )
 
-// MetaClient calls the metadata service over NATS request/reply.
+// MetaClient calls the metadata service over NATS request/reply, or
+// directly when one runs in this process (SetLocal).
 type MetaClient struct {
 	nc     *nats.Conn
 	fsname string
-	// Timeout bounds a call whose context has no deadline.
+	// Timeout bounds a call through NATS whose context has no deadline.
 	Timeout time.Duration
 	// client is the lock client id sent with every request (HeaderClient).
 	client atomic.Pointer[string]
+	local  MetaHandler
+}
+
+// MetaHandler is a metadata service in the caller's process.
+type MetaHandler interface {
+	// ServeMeta answers one JSON request for op on behalf of lock client
+	// id client (empty for none), as the service's NATS endpoint would:
+	// a JSON reply, or an *Error.
+	ServeMeta(client, op string, req []byte) ([]byte, error)
 }
 
 // NewMetaClient returns a client for file system fsname.
@@ -38,13 +48,45 @@ func NewMetaClient(nc *nats.Conn, fsname string, timeout time.Duration) *MetaCli
 // keep current (it changes when lockd evicts the old one).
 func (c *MetaClient) SetLockClient(id string) { c.client.Store(&id) }
 
+// SetLocal makes every call go to h, a metadata service of this file
+// system in this process, rather than through NATS. Call it before the
+// first call.
+func (c *MetaClient) SetLocal(h MetaHandler) { c.local = h }
+
 // Call sends req to operation op and decodes the reply into resp.
 func (c *MetaClient) Call(ctx context.Context, op string, req, resp any) error {
+	var id string
+	if p := c.client.Load(); p != nil {
+		id = *p
+	}
+	if c.local != nil {
+		return localCall(c.local, id, op, req, resp)
+	}
 	var hdr nats.Header
-	if id := c.client.Load(); id != nil && *id != "" {
-		hdr = nats.Header{HeaderClient: []string{*id}}
+	if id != "" {
+		hdr = nats.Header{HeaderClient: []string{id}}
 	}
 	return natsCall(ctx, c.nc, MetaSubject(c.fsname, op), "metadata", op, c.Timeout, hdr, req, resp)
+}
+
+// localCall is natsCall to a service in this process: the same encoding
+// and errors, without NATS.
+func localCall(h MetaHandler, client, op string, req, resp any) error {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return Errorf(CodeInvalid, "encoding %s request: %v", op, err)
+	}
+	out, err := h.ServeMeta(client, op, data)
+	if err != nil {
+		return err
+	}
+	if resp == nil {
+		return nil
+	}
+	if err := json.Unmarshal(out, resp); err != nil {
+		return Errorf(CodeIO, "decoding %s reply: %v", op, err)
+	}
+	return nil
 }
 
 // natsCall sends a JSON request to subject and decodes the JSON reply into

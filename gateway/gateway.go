@@ -92,6 +92,10 @@ type Deps struct {
 	NATS   *nats.Conn
 	Etcd   *clientv3.Client
 	Logger *slog.Logger
+	// Meta, if set, is the file system's metadata service running in this
+	// process (`stria up`): metadata calls go to it directly, not through
+	// NATS. Locks and everything else still go through NATS.
+	Meta api.MetaHandler
 }
 
 // Gateway is one mount of a Stria file system.
@@ -152,6 +156,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		writeSlots: semaphore.NewWeighted(maxWriteBehind),
 		aheadBytes: semaphore.NewWeighted(raTotalBytes),
 		written:    map[uint64]*node{},
+	}
+	if deps.Meta != nil {
+		g.meta.SetLocal(deps.Meta)
 	}
 	g.ns = newNSCache(g.locks, cfg.LockedTimeout, lg)
 	g.ns.invalidate = g.invalidateKernel

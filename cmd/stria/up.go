@@ -163,7 +163,7 @@ func runUp(ctx context.Context, args []string) error {
 
 	gwCfg.Mountpoint = *mnt
 	gwCfg.NATSURL = nsrv.URL
-	gw, err := gateway.New(gwCfg, gateway.Deps{NATS: conns["gateway"], Etcd: cli, Logger: log})
+	gw, err := gateway.New(gwCfg, gateway.Deps{NATS: conns["gateway"], Etcd: cli, Logger: log, Meta: msrv})
 	if err != nil {
 		return err
 	}

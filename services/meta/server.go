@@ -61,6 +61,11 @@ type Server struct {
 	gate     sync.RWMutex
 	closing  bool
 	handlers sync.WaitGroup
+	// For ServeMeta, set before ready is closed: the handlers, their
+	// context, and a slot per request running (maxInFlight, as NATS has).
+	opTable    map[string]opFunc
+	serveCtx   context.Context
+	localSlots chan struct{}
 
 	wakePublisher chan struct{}
 	wakeDestroyer chan struct{}
@@ -102,6 +107,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		syncerGrace:   syncerGrace,
 		fatal:         make(chan error, 1),
 		stats:         newOpStats(),
+		localSlots:    make(chan struct{}, maxInFlight),
 		locks:         deps.Barriers,
 	}
 	if s.locks == nil {
@@ -242,6 +248,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("meta: adding endpoint %s: %w", op, err)
 		}
 	}
+	s.opTable, s.serveCtx = ops, runCtx
 	close(s.ready)
 	s.log.Info("serving", "inodes", st.inodes.Load())
 
@@ -346,28 +353,13 @@ func (s *Server) endpoint(work chan<- request, op string, fn opFunc) micro.Handl
 // counts and errors are in the stats' data (opStats).
 
 func (s *Server) serve(ctx context.Context, req micro.Request, op string, fn opFunc) {
-	start := time.Now()
-	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error("request handler panicked", "op", op, "panic", p)
-			s.replyError(req, op, api.Errorf(api.CodeInternal, "internal error in %s", op))
-		}
-		s.stats[op].observe(time.Since(start))
-	}()
-	if id := req.Headers().Get(api.HeaderClient); id != "" && api.ValidClientID(id) == nil {
-		ctx = context.WithValue(ctx, clientKey{}, id)
-	}
-	resp, err := fn(ctx, req.Data())
+	data, err := s.handle(ctx, req.Headers().Get(api.HeaderClient), op, fn, req.Data())
 	if err != nil {
-		s.replyError(req, op, err)
-		return
-	}
-	data, ok := resp.(json.RawMessage)
-	if !ok {
-		data, err = json.Marshal(resp)
-	}
-	if err != nil {
-		s.replyError(req, op, api.Errorf(api.CodeInternal, "encoding %s reply: %v", op, err))
+		e := err.(*api.Error)
+		s.reply(req, op, &nats.Msg{Header: nats.Header{
+			micro.ErrorHeader:     []string{e.Msg},
+			micro.ErrorCodeHeader: []string{string(e.Code)},
+		}})
 		return
 	}
 	s.reply(req, op, &nats.Msg{Data: data})
@@ -383,7 +375,46 @@ func (s *Server) reply(req micro.Request, op string, m *nats.Msg) {
 	}
 }
 
+// replyError answers a request refused before it reached its handler.
 func (s *Server) replyError(req micro.Request, op string, err error) {
+	e := s.failed(op, err)
+	s.reply(req, op, &nats.Msg{Header: nats.Header{
+		micro.ErrorHeader:     []string{e.Msg},
+		micro.ErrorCodeHeader: []string{string(e.Code)},
+	}})
+}
+
+// handle runs one request for lock client id (may be empty or invalid:
+// then none) and returns its JSON reply, or the *api.Error a client gets.
+func (s *Server) handle(ctx context.Context, client, op string, fn opFunc, req []byte) (data []byte, err error) {
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("request handler panicked", "op", op, "panic", p)
+			data, err = nil, s.failed(op, api.Errorf(api.CodeInternal, "internal error in %s", op))
+		}
+		s.stats[op].observe(time.Since(start))
+	}()
+	if client != "" && api.ValidClientID(client) == nil {
+		ctx = context.WithValue(ctx, clientKey{}, client)
+	}
+	resp, err := fn(ctx, req)
+	if err != nil {
+		return nil, s.failed(op, err)
+	}
+	data, ok := resp.(json.RawMessage)
+	if !ok {
+		data, err = json.Marshal(resp)
+	}
+	if err != nil {
+		return nil, s.failed(op, api.Errorf(api.CodeInternal, "encoding %s reply: %v", op, err))
+	}
+	return data, nil
+}
+
+// failed logs and counts a failed request and returns the error its
+// client gets: a code, and a message fit for a header.
+func (s *Server) failed(op string, err error) *api.Error {
 	e := api.AsError(err)
 	code := e.Code
 	if code == api.CodeOK {
@@ -403,10 +434,38 @@ func (s *Server) replyError(req micro.Request, op string, err error) {
 		st.errors.Add(1)
 		st.lastError.Store(&msg)
 	}
-	s.reply(req, op, &nats.Msg{Header: nats.Header{
-		micro.ErrorHeader:     []string{msg},
-		micro.ErrorCodeHeader: []string{string(code)},
-	}})
+	return &api.Error{Code: code, Msg: msg}
+}
+
+// ServeMeta answers one request from a client in this process (`stria
+// up` gives it to its gateway) as op's NATS endpoint would: the same
+// handler, encoding, errors, statistics and bound on requests running,
+// on the caller's goroutine. Through NATS, a call and its reply took ten
+// goroutine hand-offs and a fifth of a namespace change's CPU.
+//
+// Unlike a call through NATS it does not give up after the client's
+// timeout: the handler runs to its end, as it does in meta either way.
+func (s *Server) ServeMeta(client, op string, req []byte) ([]byte, error) {
+	select {
+	case <-s.ready:
+	default:
+		return nil, api.Errorf(api.CodeUnavailable, "metadata service is not serving yet")
+	}
+	fn, ok := s.opTable[op]
+	if !ok {
+		return nil, api.Errorf(api.CodeInvalid, "unknown metadata operation %q", op)
+	}
+	s.gate.RLock()
+	if s.closing {
+		s.gate.RUnlock()
+		return nil, s.failed(op, api.Errorf(api.CodeUnavailable, "metadata service is shutting down"))
+	}
+	s.handlers.Add(1)
+	s.gate.RUnlock()
+	defer s.handlers.Done()
+	s.localSlots <- struct{}{}
+	defer func() { <-s.localSlots }()
+	return s.handle(s.serveCtx, client, op, fn, req)
 }
 
 // opStats counts one operation's requests as handled (micro's own counts
