@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +33,55 @@ type OSTClient struct {
 	mu     sync.Mutex
 	idle   map[string][]*ostConn
 	closed bool
+	// local holds the OSTs in this process by address (SetLocal); the map
+	// is replaced, never changed.
+	local atomic.Pointer[map[string]OSTHandler]
+}
+
+// OSTHandler is an OST in the caller's process (`stria up` runs its OSTs
+// beside its mount), which a client calls directly instead of through a
+// socket. It validates and answers requests as a connection does, with
+// the same errors.
+type OSTHandler interface {
+	// ServeOST answers one request (h.PayloadLen is len(payload)): a
+	// read's bytes go into dest and the reply's payload is a prefix of it;
+	// other replies' payload is returned.
+	ServeOST(ctx context.Context, h ReqHeader, payload, dest []byte) (RespHeader, []byte, error)
+	// ReadOST reads length bytes at off of obj, verified, and lends them
+	// until done is called, which must happen once.
+	ReadOST(ctx context.Context, obj uint64, off int64, length int) (data []byte, done func(), err error)
+}
+
+// SetLocal has requests to the OST at addr go to h, in this process.
+func (c *OSTClient) SetLocal(addr string, h OSTHandler) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := map[string]OSTHandler{addr: h}
+	if old := c.local.Load(); old != nil {
+		for a, o := range *old {
+			if a != addr {
+				m[a] = o
+			}
+		}
+	}
+	c.local.Store(&m)
+}
+
+// localOST returns the OST at addr if it is in this process.
+func (c *OSTClient) localOST(addr string) (OSTHandler, bool) {
+	m := c.local.Load()
+	if m == nil {
+		return nil, false
+	}
+	h, ok := (*m)[addr]
+	return h, ok
+}
+
+// localErr names the OST in an error from one in this process, as
+// exchange does for an error reply.
+func localErr(addr string, err error) error {
+	e := AsError(err)
+	return &Error{Code: e.Code, Msg: "OST " + addr + ": " + e.Msg}
 }
 
 // ostConn is one connection of the pool, with the OST's shared read region
@@ -132,6 +182,14 @@ func (c *OSTClient) timeout() time.Duration {
 func (c *OSTClient) roundTrip(ctx context.Context, addr string, h ReqHeader, payload, dest []byte) (RespHeader, []byte, error) {
 	if err := c.checkSizes(ctx, payload, dest); err != nil {
 		return RespHeader{}, nil, err
+	}
+	if l, ok := c.localOST(addr); ok {
+		h.PayloadLen = uint32(len(payload))
+		resp, body, err := l.ServeOST(ctx, h, payload, dest)
+		if err != nil {
+			return resp, nil, localErr(addr, err)
+		}
+		return resp, body, nil
 	}
 	conn, err := c.get(ctx, addr)
 	if err != nil {
@@ -249,6 +307,13 @@ const sharedRegionSize = 1<<20 + 128<<10
 func (c *OSTClient) ReadShared(ctx context.Context, addr string, obj uint64, off int64, dest []byte) (data []byte, done func(), err error) {
 	if err := c.checkSizes(ctx, nil, dest); err != nil {
 		return nil, nil, err
+	}
+	if l, ok := c.localOST(addr); ok {
+		data, done, err := l.ReadOST(ctx, obj, off, len(dest))
+		if err != nil {
+			return nil, nil, localErr(addr, err)
+		}
+		return data, done, nil
 	}
 	conn, err := c.get(ctx, addr)
 	if err != nil {

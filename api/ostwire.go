@@ -157,26 +157,32 @@ func DecodeReqHeader(b []byte) (ReqHeader, error) {
 		PayloadLen: binary.BigEndian.Uint32(b[28:]),
 		Fence:      binary.BigEndian.Uint64(b[32:]),
 	}
+	return h, h.Check()
+}
+
+// Check validates a request header: a known operation, sizes within the
+// frame limits, the payload the operation takes, offsets in range.
+func (h ReqHeader) Check() error {
 	if h.Op == 0 || h.Op > ostOpMax {
-		return h, Errorf(CodeInvalid, "unknown OST operation %d", h.Op)
+		return Errorf(CodeInvalid, "unknown OST operation %d", h.Op)
 	}
 	if h.PayloadLen > MaxFramePayload || h.Length > MaxFramePayload && h.Op != OSTShare {
-		return h, Errorf(CodeInvalid, "frame of %d/%d bytes exceeds %d", h.PayloadLen, h.Length, MaxFramePayload)
+		return Errorf(CodeInvalid, "frame of %d/%d bytes exceeds %d", h.PayloadLen, h.Length, MaxFramePayload)
 	}
 	switch {
 	case h.Op == OSTAllocate && h.PayloadLen != 8:
-		return h, Errorf(CodeInvalid, "allocate takes an 8-byte length")
+		return Errorf(CodeInvalid, "allocate takes an 8-byte length")
 	case h.Op == OSTDestroy && (h.PayloadLen%8 != 0 || h.PayloadLen > MaxDestroyBatch*8):
-		return h, Errorf(CodeInvalid, "destroy list of %d bytes: want a multiple of 8, at most %d objects", h.PayloadLen, MaxDestroyBatch)
+		return Errorf(CodeInvalid, "destroy list of %d bytes: want a multiple of 8, at most %d objects", h.PayloadLen, MaxDestroyBatch)
 	case h.Op != OSTWrite && h.Op != OSTAllocate && h.Op != OSTDestroy && h.PayloadLen != 0:
-		return h, Errorf(CodeInvalid, "operation %d takes no payload", h.Op)
+		return Errorf(CodeInvalid, "operation %d takes no payload", h.Op)
 	case h.Op == OSTShare && (h.Length == 0 || h.Length > MaxSharedRegion):
-		return h, Errorf(CodeInvalid, "shared region of %d bytes: want 1..%d", h.Length, MaxSharedRegion)
+		return Errorf(CodeInvalid, "shared region of %d bytes: want 1..%d", h.Length, MaxSharedRegion)
 	}
 	if h.Offset > 1<<62 || h.Offset+uint64(h.PayloadLen)+uint64(h.Length) > 1<<62 {
-		return h, Errorf(CodeTooBig, "offset %d out of range", h.Offset)
+		return Errorf(CodeTooBig, "offset %d out of range", h.Offset)
 	}
-	return h, nil
+	return nil
 }
 
 // EncodeRespHeader writes h into b (len ≥ RespHeaderSize).

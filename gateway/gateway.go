@@ -96,6 +96,9 @@ type Deps struct {
 	// process (`stria up`): metadata calls go to it directly, not through
 	// NATS. Locks and everything else still go through NATS.
 	Meta api.MetaHandler
+	// OSTs are the file system's OSTs running in this process, by data
+	// path address: the mount calls them directly, not through sockets.
+	OSTs map[string]api.OSTHandler
 }
 
 // Gateway is one mount of a Stria file system.
@@ -145,6 +148,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	osts := api.NewOSTRegistry(deps.Etcd, cfg.FSName, lg)
 	ost := api.NewOSTClient(cfg.OSTTimeout)
 	ost.Sockets = osts
+	for addr, h := range deps.OSTs {
+		ost.SetLocal(addr, h)
+	}
 	g := &Gateway{
 		cfg:        cfg,
 		log:        lg,

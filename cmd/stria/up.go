@@ -145,6 +145,7 @@ func runUp(ctx context.Context, args []string) error {
 	}
 	run("meta", msrv.Run)
 	readies := []<-chan struct{}{lsrv.Ready(), msrv.Ready()}
+	var ostSrvs []*ost.Server
 	for i := 0; i < *osts; i++ {
 		ocfg := ost.NewConfig()
 		ocfg.DataDir = filepath.Join(*dataDir, fmt.Sprintf("ost%d", i))
@@ -156,14 +157,20 @@ func runUp(ctx context.Context, args []string) error {
 		}
 		run(fmt.Sprintf("ost%d", i), osrv.Run)
 		readies = append(readies, osrv.Ready())
+		ostSrvs = append(ostSrvs, osrv)
 	}
 	if err := waitReady(ctx, errc, 2*time.Minute, readies...); err != nil {
 		return err
 	}
+	// The mount calls the services in this process directly.
+	localOSTs := make(map[string]api.OSTHandler, len(ostSrvs))
+	for _, o := range ostSrvs {
+		localOSTs[o.Addr()] = o
+	}
 
 	gwCfg.Mountpoint = *mnt
 	gwCfg.NATSURL = nsrv.URL
-	gw, err := gateway.New(gwCfg, gateway.Deps{NATS: conns["gateway"], Etcd: cli, Logger: log, Meta: msrv})
+	gw, err := gateway.New(gwCfg, gateway.Deps{NATS: conns["gateway"], Etcd: cli, Logger: log, Meta: msrv, OSTs: localOSTs})
 	if err != nil {
 		return err
 	}

@@ -45,8 +45,12 @@ type Server struct {
 	readyOnce sync.Once
 	started   atomic.Bool
 
-	connMu sync.Mutex
-	conns  map[net.Conn]struct{}
+	// connMu guards conns and serving; Run waits for the connections and
+	// for the local calls (ServeOST, ReadOST) before closing the store.
+	connMu     sync.Mutex
+	conns      map[net.Conn]struct{}
+	serving    bool
+	localCalls sync.WaitGroup
 }
 
 // New checks the configuration, prepares the data directory (identity file,
@@ -152,6 +156,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.connMu.Lock()
+	s.serving = true
+	s.connMu.Unlock()
 	var wg, conns sync.WaitGroup
 	serveErrs := make([]error, len(listeners))
 	for i, l := range listeners {
@@ -167,12 +174,14 @@ func (s *Server) Run(ctx context.Context) error {
 		l.Close()
 	}
 	s.connMu.Lock()
+	s.serving = false
 	for c := range s.conns {
 		c.Close()
 	}
 	s.connMu.Unlock()
 	wg.Wait()
 	conns.Wait()
+	s.localCalls.Wait()
 	s.log.Info("stopped")
 	if err := errors.Join(serveErrs...); err != nil {
 		return fmt.Errorf("ost: %w", err)
@@ -328,16 +337,6 @@ func (s *Server) handle(ctx context.Context, c net.Conn, br *bufio.Reader, h api
 		err     error
 	)
 	switch h.Op {
-	case api.OSTWrite:
-		bp := s.bufs.get(int(h.PayloadLen))
-		if _, rerr := io.ReadFull(br, *bp); rerr != nil {
-			s.bufs.put(bp)
-			return fmt.Errorf("reading write payload: %w", rerr)
-		}
-		var size int64
-		size, err = s.store.write(ctx, h.Object, int64(h.Offset), *bp, h.Flags&api.FlagSync != 0)
-		s.bufs.put(bp)
-		value = uint64(size)
 	case api.OSTShare:
 		return s.share(c, h, shared, scratch)
 	case api.OSTRead:
@@ -370,48 +369,144 @@ func (s *Server) handle(ctx context.Context, c net.Conn, br *bufio.Reader, h api
 			return werr
 		}
 		value = uint64(res.size)
-	case api.OSTAllocate:
-		var length [8]byte
-		if _, rerr := io.ReadFull(br, length[:]); rerr != nil {
-			return fmt.Errorf("reading allocate length: %w", rerr)
-		}
-		n := int64(binary.BigEndian.Uint64(length[:]))
-		err = s.store.allocate(ctx, h.Object, int64(h.Offset), n, h.Flags&api.FlagKeepSize != 0)
-	case api.OSTPunch:
-		err = s.store.punch(ctx, h.Object, int64(h.Offset))
-		value = h.Offset
-	case api.OSTSync:
-		err = s.store.sync(ctx, h.Object)
-	case api.OSTGetSize:
-		var size int64
-		size, err = s.store.size(ctx, h.Object)
-		value = uint64(size)
-	case api.OSTDestroy:
-		objs := []uint64{h.Object}
-		if h.PayloadLen > 0 {
-			list := make([]byte, h.PayloadLen)
-			if _, rerr := io.ReadFull(br, list); rerr != nil {
-				return fmt.Errorf("reading destroy list: %w", rerr)
-			}
-			objs, err = api.DecodeObjectList(list) // the header check made it whole
-		}
-		for _, obj := range objs {
-			if err = s.store.destroy(ctx, obj); err != nil {
-				break
-			}
-			value++
-		}
-	case api.OSTStatFS:
-		var st api.OSTStatfs
-		st, err = s.store.statfs(s.cfg.DataDir, s.Index())
-		payload = api.EncodeStatfs(st)
 	default:
-		err = api.Errorf(api.CodeInvalid, "unknown OST operation %d", h.Op)
+		// The payload (a write's data, an allocate's length, a destroy's
+		// list), then the operation.
+		var bp *[]byte
+		if h.PayloadLen > 0 {
+			bp = s.bufs.get(int(h.PayloadLen))
+			if _, rerr := io.ReadFull(br, *bp); rerr != nil {
+				s.bufs.put(bp)
+				return fmt.Errorf("reading the payload of operation %d: %w", h.Op, rerr)
+			}
+			value, payload, err = s.exec(ctx, h, *bp)
+			s.bufs.put(bp)
+		} else {
+			value, payload, err = s.exec(ctx, h, nil)
+		}
 	}
 	if err != nil {
 		s.logFailure(h, err)
 	}
 	return api.WriteResponse(c, scratch, value, payload, err)
+}
+
+// exec runs an operation other than a read or a share, given its
+// payload, and returns the reply's value and payload.
+func (s *Server) exec(ctx context.Context, h api.ReqHeader, payload []byte) (uint64, []byte, error) {
+	switch h.Op {
+	case api.OSTWrite:
+		size, err := s.store.write(ctx, h.Object, int64(h.Offset), payload, h.Flags&api.FlagSync != 0)
+		return uint64(size), nil, err
+	case api.OSTAllocate:
+		n := int64(binary.BigEndian.Uint64(payload)) // Check made it 8 bytes
+		return 0, nil, s.store.allocate(ctx, h.Object, int64(h.Offset), n, h.Flags&api.FlagKeepSize != 0)
+	case api.OSTPunch:
+		return h.Offset, nil, s.store.punch(ctx, h.Object, int64(h.Offset))
+	case api.OSTSync:
+		return 0, nil, s.store.sync(ctx, h.Object)
+	case api.OSTGetSize:
+		size, err := s.store.size(ctx, h.Object)
+		return uint64(size), nil, err
+	case api.OSTDestroy:
+		objs := []uint64{h.Object}
+		if len(payload) > 0 {
+			var err error
+			if objs, err = api.DecodeObjectList(payload); err != nil {
+				return 0, nil, err
+			}
+		}
+		var removed uint64
+		for _, obj := range objs {
+			if err := s.store.destroy(ctx, obj); err != nil {
+				return removed, nil, err
+			}
+			removed++
+		}
+		return removed, nil, nil
+	case api.OSTStatFS:
+		st, err := s.store.statfs(s.cfg.DataDir, s.Index())
+		return 0, api.EncodeStatfs(st), err
+	}
+	return 0, nil, api.Errorf(api.CodeInvalid, "unknown OST operation %d", h.Op)
+}
+
+// beginLocal admits a call from a client in this process while the OST
+// serves; endLocal must follow.
+func (s *Server) beginLocal() error {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if !s.serving {
+		return api.Errorf(api.CodeUnavailable, "OST is not serving")
+	}
+	s.localCalls.Add(1)
+	return nil
+}
+
+func (s *Server) endLocal() { s.localCalls.Done() }
+
+// ServeOST answers one request from a client in this process (`stria up`
+// gives its mount the OSTs it runs) as a connection would, without the
+// socket: the same checks, operations and errors. A write's data is
+// stored straight from the caller's buffer: through the socket every byte
+// was copied twice more, and each request cost a hand-off between
+// goroutines on both ends.
+func (s *Server) ServeOST(ctx context.Context, h api.ReqHeader, payload, dest []byte) (api.RespHeader, []byte, error) {
+	if err := h.Check(); err != nil {
+		return api.RespHeader{}, nil, err
+	}
+	if int(h.PayloadLen) != len(payload) {
+		return api.RespHeader{}, nil, api.Errorf(api.CodeInvalid, "payload of %d bytes, header says %d", len(payload), h.PayloadLen)
+	}
+	switch h.Op {
+	case api.OSTShare:
+		return api.RespHeader{}, nil, api.Errorf(api.CodeInvalid, "shared memory needs a Unix socket connection")
+	case api.OSTRead:
+		data, done, size, err := s.readLocal(ctx, h)
+		if err != nil {
+			return api.RespHeader{}, nil, err
+		}
+		n := copy(dest, data)
+		done()
+		return api.RespHeader{PayloadLen: uint32(n), Value: uint64(size)}, dest[:n], nil
+	}
+	if err := s.beginLocal(); err != nil {
+		return api.RespHeader{}, nil, err
+	}
+	defer s.endLocal()
+	value, reply, err := s.exec(ctx, h, payload)
+	if err != nil {
+		s.logFailure(h, err)
+		// The value still counts: how many objects a destroy removed.
+		return api.RespHeader{Status: api.AsError(err).Code, Value: value}, nil, err
+	}
+	return api.RespHeader{PayloadLen: uint32(len(reply)), Value: value}, reply, nil
+}
+
+// ReadOST reads for a client in this process and lends it the verified
+// bytes, in the buffer the OST read them into, until done.
+func (s *Server) ReadOST(ctx context.Context, obj uint64, off int64, length int) ([]byte, func(), error) {
+	data, done, _, err := s.readLocal(ctx, api.ReqHeader{Op: api.OSTRead, Object: obj, Offset: uint64(off), Length: uint32(length)})
+	return data, done, err
+}
+
+func (s *Server) readLocal(ctx context.Context, h api.ReqHeader) ([]byte, func(), int64, error) {
+	if err := h.Check(); err != nil {
+		return nil, nil, 0, err
+	}
+	if err := s.beginLocal(); err != nil {
+		return nil, nil, 0, err
+	}
+	defer s.endLocal()
+	res, err := s.store.read(ctx, h.Object, int64(h.Offset), int(h.Length), nil)
+	if err != nil {
+		s.logFailure(h, err)
+		return nil, nil, 0, err
+	}
+	if res.buf == nil {
+		return res.payload, func() {}, res.size, nil
+	}
+	return res.payload, func() { s.bufs.put(res.buf) }, res.size, nil
 }
 
 // share gives the connection a shared read region (api.OSTShare): memory
