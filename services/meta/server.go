@@ -353,13 +353,9 @@ func (s *Server) endpoint(work chan<- request, op string, fn opFunc) micro.Handl
 // counts and errors are in the stats' data (opStats).
 
 func (s *Server) serve(ctx context.Context, req micro.Request, op string, fn opFunc) {
-	data, err := s.handle(ctx, req.Headers().Get(api.HeaderClient), op, fn, req.Data())
-	if err != nil {
-		e := err.(*api.Error)
-		s.reply(req, op, &nats.Msg{Header: nats.Header{
-			micro.ErrorHeader:     []string{e.Msg},
-			micro.ErrorCodeHeader: []string{string(e.Code)},
-		}})
+	data, e := s.handle(ctx, req.Headers().Get(api.HeaderClient), op, fn, req.Data())
+	if e != nil {
+		s.sendError(req, op, e)
 		return
 	}
 	s.reply(req, op, &nats.Msg{Data: data})
@@ -377,7 +373,11 @@ func (s *Server) reply(req micro.Request, op string, m *nats.Msg) {
 
 // replyError answers a request refused before it reached its handler.
 func (s *Server) replyError(req micro.Request, op string, err error) {
-	e := s.failed(op, err)
+	s.sendError(req, op, s.failed(op, err))
+}
+
+// sendError answers with e in micro's error headers.
+func (s *Server) sendError(req micro.Request, op string, e *api.Error) {
 	s.reply(req, op, &nats.Msg{Header: nats.Header{
 		micro.ErrorHeader:     []string{e.Msg},
 		micro.ErrorCodeHeader: []string{string(e.Code)},
@@ -385,13 +385,13 @@ func (s *Server) replyError(req micro.Request, op string, err error) {
 }
 
 // handle runs one request for lock client id (may be empty or invalid:
-// then none) and returns its JSON reply, or the *api.Error a client gets.
-func (s *Server) handle(ctx context.Context, client, op string, fn opFunc, req []byte) (data []byte, err error) {
+// then none) and returns its JSON reply, or the error a client gets.
+func (s *Server) handle(ctx context.Context, client, op string, fn opFunc, req []byte) (data []byte, failure *api.Error) {
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("request handler panicked", "op", op, "panic", p)
-			data, err = nil, s.failed(op, api.Errorf(api.CodeInternal, "internal error in %s", op))
+			data, failure = nil, s.failed(op, api.Errorf(api.CodeInternal, "internal error in %s", op))
 		}
 		s.stats[op].observe(time.Since(start))
 	}()
@@ -465,7 +465,11 @@ func (s *Server) ServeMeta(client, op string, req []byte) ([]byte, error) {
 	defer s.handlers.Done()
 	s.localSlots <- struct{}{}
 	defer func() { <-s.localSlots }()
-	return s.handle(s.serveCtx, client, op, fn, req)
+	data, e := s.handle(s.serveCtx, client, op, fn, req)
+	if e != nil {
+		return nil, e
+	}
+	return data, nil
 }
 
 // opStats counts one operation's requests as handled (micro's own counts
