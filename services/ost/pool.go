@@ -105,6 +105,21 @@ func emptyFile(path string) error {
 	return nil
 }
 
+// truncateAndClose empties the file at path through a descriptor it
+// closes at once. ext4 marks a file truncated to zero so that its next
+// close starts writing back what was written since (its guard for
+// programs that replace a file's contents without fsync): a pooled file
+// truncated by path would carry that mark to the new object, whose
+// eviction from the handle cache would then start a writeback in the
+// middle of a request. Closing here, with nothing to write, clears it.
+func truncateAndClose(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
 func (p *filePool) path(id uint64) string { return filepath.Join(p.dir, fmt.Sprintf("%016x", id)) }
 
 // len returns how many files the pool holds.
@@ -134,7 +149,7 @@ func (p *filePool) put(path string) bool {
 		return false
 	}
 	// The object is gone now; the file only has to be emptied.
-	if err := unix.Truncate(dst, 0); err != nil {
+	if err := truncateAndClose(dst); err != nil {
 		p.log.Warn("file pool: emptying a destroyed object's file; removing it instead", "path", dst, "err", err)
 		if err := os.Remove(dst); err != nil {
 			p.log.Warn("file pool: removing a file", "path", dst, "err", err)
