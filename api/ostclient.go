@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -33,9 +32,11 @@ type OSTClient struct {
 	mu     sync.Mutex
 	idle   map[string][]*ostConn
 	closed bool
-	// local holds the OSTs in this process by address (SetLocal); the map
-	// is replaced, never changed.
-	local atomic.Pointer[map[string]OSTHandler]
+	// Local, when set, names the OSTs in this process (`stria up`):
+	// requests to them are calls, with no socket.
+	Local interface {
+		LocalOST(addr string) (OSTHandler, bool)
+	}
 }
 
 // OSTHandler is an OST in the caller's process (`stria up` runs its OSTs
@@ -52,29 +53,28 @@ type OSTHandler interface {
 	ReadOST(ctx context.Context, obj uint64, off int64, length int) (data []byte, done func(), err error)
 }
 
-// SetLocal has requests to the OST at addr go to h, in this process.
-func (c *OSTClient) SetLocal(addr string, h OSTHandler) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m := map[string]OSTHandler{addr: h}
-	if old := c.local.Load(); old != nil {
-		for a, o := range *old {
-			if a != addr {
-				m[a] = o
-			}
-		}
+// LocalOSTs is the OSTs in this process by data path address, for
+// OSTClient.Local. OSTs may be added while clients use it.
+type LocalOSTs struct{ m sync.Map }
+
+// Add has requests to the OST at addr go to h.
+func (l *LocalOSTs) Add(addr string, h OSTHandler) { l.m.Store(addr, h) }
+
+// LocalOST returns the OST at addr if it is in this process.
+func (l *LocalOSTs) LocalOST(addr string) (OSTHandler, bool) {
+	v, ok := l.m.Load(addr)
+	if !ok {
+		return nil, false
 	}
-	c.local.Store(&m)
+	return v.(OSTHandler), true
 }
 
 // localOST returns the OST at addr if it is in this process.
 func (c *OSTClient) localOST(addr string) (OSTHandler, bool) {
-	m := c.local.Load()
-	if m == nil {
+	if c.Local == nil {
 		return nil, false
 	}
-	h, ok := (*m)[addr]
-	return h, ok
+	return c.Local.LocalOST(addr)
 }
 
 // localErr names the OST in an error from one in this process, as

@@ -96,9 +96,9 @@ type Deps struct {
 	// process (`stria up`): metadata calls go to it directly, not through
 	// NATS. Locks and everything else still go through NATS.
 	Meta api.MetaHandler
-	// OSTs are the file system's OSTs running in this process, by data
-	// path address: the mount calls them directly, not through sockets.
-	OSTs map[string]api.OSTHandler
+	// OSTs, if set, are the file system's OSTs running in this process:
+	// the mount calls them directly, not through sockets.
+	OSTs *api.LocalOSTs
 }
 
 // Gateway is one mount of a Stria file system.
@@ -148,8 +148,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	osts := api.NewOSTRegistry(deps.Etcd, cfg.FSName, lg)
 	ost := api.NewOSTClient(cfg.OSTTimeout)
 	ost.Sockets = osts
-	for addr, h := range deps.OSTs {
-		ost.SetLocal(addr, h)
+	if deps.OSTs != nil {
+		ost.Local = deps.OSTs
 	}
 	g := &Gateway{
 		cfg:        cfg,

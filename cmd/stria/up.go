@@ -139,7 +139,9 @@ func runUp(ctx context.Context, args []string) error {
 	mcfg := meta.DefaultConfig()
 	mcfg.DataDir = filepath.Join(*dataDir, "meta")
 	mcfg.FSName = *fsname
-	msrv, err := meta.New(mcfg, meta.Deps{NATS: conns["meta"], Etcd: cli, Logger: log, Barriers: lsrv})
+	// The services in this process call each other's OSTs directly.
+	localOSTs := &api.LocalOSTs{}
+	msrv, err := meta.New(mcfg, meta.Deps{NATS: conns["meta"], Etcd: cli, Logger: log, Barriers: lsrv, OSTs: localOSTs})
 	if err != nil {
 		return err
 	}
@@ -162,10 +164,8 @@ func runUp(ctx context.Context, args []string) error {
 	if err := waitReady(ctx, errc, 2*time.Minute, readies...); err != nil {
 		return err
 	}
-	// The mount calls the services in this process directly.
-	localOSTs := make(map[string]api.OSTHandler, len(ostSrvs))
 	for _, o := range ostSrvs {
-		localOSTs[o.Addr()] = o
+		localOSTs.Add(o.Addr(), o)
 	}
 
 	gwCfg.Mountpoint = *mnt

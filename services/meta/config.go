@@ -88,6 +88,9 @@ type Deps struct {
 	// Barriers, if set, is a lock service in this process (stria up);
 	// otherwise meta reaches lockd over NATS.
 	Barriers ChangeBarriers
+	// OSTs, if set, are OSTs in this process (stria up): meta's destroys
+	// and size queries reach them by call rather than through sockets.
+	OSTs *api.LocalOSTs
 }
 
 // ChangeBarriers takes the change barriers meta needs before a namespace

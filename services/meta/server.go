@@ -53,6 +53,7 @@ type Server struct {
 	lockSession *api.LockSession
 	reg         *api.OSTRegistry
 	ost         *api.OSTClient
+	localOSTs   *api.LocalOSTs
 	rr          atomic.Uint32 // rotating first stripe for offset -1
 
 	// Request gate: closing refuses new requests; handlers tracks the
@@ -109,6 +110,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		stats:         newOpStats(),
 		localSlots:    make(chan struct{}, maxInFlight),
 		locks:         deps.Barriers,
+		localOSTs:     deps.OSTs,
 	}
 	if s.locks == nil {
 		s.lockSession = api.NewLockSession(deps.NATS, cfg.FSName, lockTimeout, log)
@@ -182,6 +184,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.reg = api.NewOSTRegistry(s.etcd, s.cfg.FSName, s.log)
 	s.ost = api.NewOSTClient(s.cfg.OSTTimeout)
 	s.ost.Sockets = s.reg
+	if s.localOSTs != nil {
+		s.ost.Local = s.localOSTs
+	}
 	defer s.ost.Close()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -17,7 +17,9 @@ func TestServeOSTInProcess(t *testing.T) {
 	o := startOST(t, cli, cfg, nil)
 	remote := newClient(t)
 	local := newClient(t)
-	local.SetLocal(o.Addr(), o.Server)
+	osts := &api.LocalOSTs{}
+	osts.Add(o.Addr(), o.Server)
+	local.Local = osts
 	ctx := t.Context()
 	addr := o.Addr()
 	const B = BlockSize
