@@ -17,7 +17,7 @@ const (
 )
 
 // MetaClient calls the metadata service over NATS request/reply, or
-// directly when one runs in this process (SetLocal).
+// directly when one runs in this process (Local).
 type MetaClient struct {
 	nc     *nats.Conn
 	fsname string
@@ -25,7 +25,10 @@ type MetaClient struct {
 	Timeout time.Duration
 	// client is the lock client id sent with every request (HeaderClient).
 	client atomic.Pointer[string]
-	local  MetaHandler
+	// Local, when set before the first call, is the file system's
+	// metadata service in this process: every call goes to it, not
+	// through NATS.
+	Local MetaHandler
 }
 
 // MetaHandler is a metadata service in the caller's process.
@@ -48,19 +51,14 @@ func NewMetaClient(nc *nats.Conn, fsname string, timeout time.Duration) *MetaCli
 // keep current (it changes when lockd evicts the old one).
 func (c *MetaClient) SetLockClient(id string) { c.client.Store(&id) }
 
-// SetLocal makes every call go to h, a metadata service of this file
-// system in this process, rather than through NATS. Call it before the
-// first call.
-func (c *MetaClient) SetLocal(h MetaHandler) { c.local = h }
-
 // Call sends req to operation op and decodes the reply into resp.
 func (c *MetaClient) Call(ctx context.Context, op string, req, resp any) error {
 	var id string
 	if p := c.client.Load(); p != nil {
 		id = *p
 	}
-	if c.local != nil {
-		return localCall(c.local, id, op, req, resp)
+	if c.Local != nil {
+		return localCall(c.Local, id, op, req, resp)
 	}
 	var hdr nats.Header
 	if id != "" {
@@ -80,10 +78,15 @@ func localCall(h MetaHandler, client, op string, req, resp any) error {
 	if err != nil {
 		return err
 	}
+	return decodeReply(op, out, resp)
+}
+
+// decodeReply decodes a JSON reply into resp, if not nil.
+func decodeReply(op string, data []byte, resp any) error {
 	if resp == nil {
 		return nil
 	}
-	if err := json.Unmarshal(out, resp); err != nil {
+	if err := json.Unmarshal(data, resp); err != nil {
 		return Errorf(CodeIO, "decoding %s reply: %v", op, err)
 	}
 	return nil
@@ -125,11 +128,5 @@ func natsCall(ctx context.Context, nc *nats.Conn, subject, service, op string, t
 	if code := msg.Header.Get(hdrErrorCode); code != "" {
 		return &Error{Code: Code(code), Msg: msg.Header.Get(hdrError)}
 	}
-	if resp == nil {
-		return nil
-	}
-	if err := json.Unmarshal(msg.Data, resp); err != nil {
-		return Errorf(CodeIO, "decoding %s reply: %v", op, err)
-	}
-	return nil
+	return decodeReply(op, msg.Data, resp)
 }

@@ -163,9 +163,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		aheadBytes: semaphore.NewWeighted(raTotalBytes),
 		written:    map[uint64]*node{},
 	}
-	if deps.Meta != nil {
-		g.meta.SetLocal(deps.Meta)
-	}
+	g.meta.Local = deps.Meta
 	g.ns = newNSCache(g.locks, cfg.LockedTimeout, lg)
 	g.ns.invalidate = g.invalidateKernel
 	g.ns.list = func(ctx context.Context, dir uint64, limit int) (api.ReadDirResp, error) {

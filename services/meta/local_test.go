@@ -15,7 +15,7 @@ import (
 func TestServeMetaInProcess(t *testing.T) {
 	h := newHarness(t, 1)
 	local := api.NewMetaClient(env.nc, h.fs, 20*time.Second)
-	local.SetLocal(h.srv)
+	local.Local = h.srv
 	ctx := context.Background()
 
 	// A change made one way is seen the other way, with the same reply.

@@ -339,16 +339,26 @@ type request struct {
 // shared fsyncs.
 func (s *Server) endpoint(work chan<- request, op string, fn opFunc) micro.HandlerFunc {
 	return func(req micro.Request) {
-		s.gate.RLock()
-		if s.closing {
-			s.gate.RUnlock()
-			s.replyError(req, op, api.Errorf(api.CodeUnavailable, "metadata service is shutting down"))
+		if !s.admit() {
+			s.replyError(req, op, errShuttingDown)
 			return
 		}
-		s.handlers.Add(1)
-		s.gate.RUnlock()
 		work <- request{req: req, op: op, fn: fn}
 	}
+}
+
+var errShuttingDown = api.Errorf(api.CodeUnavailable, "metadata service is shutting down")
+
+// admit counts a request in (s.handlers, which the caller marks done)
+// unless meta is shutting down.
+func (s *Server) admit() bool {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	if s.closing {
+		return false
+	}
+	s.handlers.Add(1)
+	return true
 }
 
 // Replies are published on the request's reply subject directly rather than
@@ -460,13 +470,9 @@ func (s *Server) ServeMeta(client, op string, req []byte) ([]byte, error) {
 	if !ok {
 		return nil, api.Errorf(api.CodeInvalid, "unknown metadata operation %q", op)
 	}
-	s.gate.RLock()
-	if s.closing {
-		s.gate.RUnlock()
-		return nil, s.failed(op, api.Errorf(api.CodeUnavailable, "metadata service is shutting down"))
+	if !s.admit() {
+		return nil, s.failed(op, errShuttingDown)
 	}
-	s.handlers.Add(1)
-	s.gate.RUnlock()
 	defer s.handlers.Done()
 	s.localSlots <- struct{}{}
 	defer func() { <-s.localSlots }()

@@ -223,14 +223,20 @@ func get(r pebble.Reader, k []byte) ([]byte, error) {
 }
 
 func (s *store) getInode(r pebble.Reader, ino uint64) (*inode, error) {
-	v, err := get(r, inodeKey(ino))
+	v, err := inodeRecord(r, ino)
 	if err != nil {
 		return nil, err
 	}
-	if v == nil {
-		return nil, api.Errorf(api.CodeNotFound, "inode %d does not exist", ino)
-	}
 	return decodeInode(v)
+}
+
+// inodeRecord returns ino's encoded record; CodeNotFound if it has none.
+func inodeRecord(r pebble.Reader, ino uint64) ([]byte, error) {
+	v, err := get(r, inodeKey(ino))
+	if err == nil && v == nil {
+		err = api.Errorf(api.CodeNotFound, "inode %d does not exist", ino)
+	}
+	return v, err
 }
 
 func (s *store) getDent(r pebble.Reader, parent uint64, name string) (dent, bool, error) {
@@ -432,11 +438,8 @@ func (t *txn) get(ino uint64) (*inode, error) {
 	v, cached := t.s.dirInodes[ino]
 	if !cached {
 		var err error
-		if v, err = get(t.s.db, inodeKey(ino)); err != nil {
+		if v, err = inodeRecord(t.s.db, ino); err != nil {
 			return nil, err
-		}
-		if v == nil {
-			return nil, api.Errorf(api.CodeNotFound, "inode %d does not exist", ino)
 		}
 	}
 	in, err := decodeInode(v)

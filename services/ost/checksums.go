@@ -18,9 +18,10 @@ import (
 // inlineAttr, whose value is the slots of blocks 0..inlineBlocks-1 (no
 // header; all-zero slots are holes). It is written at its full size from
 // the start, so updating it never needs more room: a write refused for lack
-// of space is refused before its data is written, as with sidecars. An object is one file then, not two: half the
-// inodes on the OST, one file to open and to read from disk after its
-// pages were dropped, one fsync to make it durable. 64 bytes of value fit
+// of space is refused before its data is written, as with sidecars. An
+// object is one file then, not two: half the inodes on the OST, one file to
+// open and to read from disk after its pages were dropped, one fsync to make
+// it durable. 64 bytes of value fit
 // in the inode itself on ext4 (256-byte inodes), so reading them costs no
 // extra disk read.
 //
@@ -160,8 +161,11 @@ func (c *inline) write(first int64, b []byte) error {
 
 func (c *inline) truncate(blocks int64) error {
 	v, err := c.load()
-	if err != nil || int64(len(v)) <= blocks*slotSize || !slices.ContainsFunc(v[blocks*slotSize:], func(b byte) bool { return b != 0 }) {
+	if err != nil || int64(len(v)) <= blocks*slotSize {
 		return err
+	}
+	if !slices.ContainsFunc(v[blocks*slotSize:], func(b byte) bool { return b != 0 }) {
+		return nil // holes there already
 	}
 	v = fullSize(v)
 	clear(v[blocks*slotSize:])

@@ -90,7 +90,7 @@ func openPool(dir string, limit int, log *slog.Logger) (*filePool, error) {
 	return p, nil
 }
 
-// emptyFile truncates path to zero unless it is empty already.
+// emptyFile empties path unless it is empty already.
 func emptyFile(path string) error {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
@@ -99,8 +99,8 @@ func emptyFile(path string) error {
 	if st.Size == 0 {
 		return nil
 	}
-	if err := unix.Truncate(path, 0); err != nil {
-		return fmt.Errorf("file pool: %w", &fs.PathError{Op: "truncate", Path: path, Err: err})
+	if err := truncateAndClose(path); err != nil {
+		return fmt.Errorf("file pool: %w", err)
 	}
 	return nil
 }
@@ -122,11 +122,11 @@ func truncateAndClose(path string) error {
 
 func (p *filePool) path(id uint64) string { return filepath.Join(p.dir, fmt.Sprintf("%016x", id)) }
 
-// len returns how many files the pool holds.
-func (p *filePool) len() int {
+// give adds the empty file named id to what the pool hands out.
+func (p *filePool) give(id uint64) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.free)
+	p.free = append(p.free, id)
+	p.mu.Unlock()
 }
 
 // put moves the data file at path into the pool and empties it. It
@@ -156,9 +156,7 @@ func (p *filePool) put(path string) bool {
 		}
 		return true
 	}
-	p.mu.Lock()
-	p.free = append(p.free, id)
-	p.mu.Unlock()
+	p.give(id)
 	return true
 }
 
@@ -178,9 +176,7 @@ func (p *filePool) take(path string) (*os.File, error) {
 		if errors.Is(err, unix.EEXIST) {
 			// path exists: give the file back; the caller's exclusive
 			// create reports the conflict.
-			p.mu.Lock()
-			p.free = append(p.free, id)
-			p.mu.Unlock()
+			p.give(id)
 			return nil, nil
 		}
 		if !errors.Is(err, unix.ENOENT) { // ENOENT: removed by hand

@@ -163,6 +163,13 @@ func TestFilePool(t *testing.T) {
 	})
 }
 
+// pooled returns how many files p holds.
+func pooled(p *filePool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.free)
+}
+
 func TestFilePoolBound(t *testing.T) {
 	dir := t.TempDir()
 	pool := filepath.Join(dir, "pool")
@@ -183,8 +190,8 @@ func TestFilePoolBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.len() != 2 {
-		t.Fatalf("pool holds %d files after open, want 2", p.len())
+	if pooled(p) != 2 {
+		t.Fatalf("pool holds %d files after open, want 2", pooled(p))
 	}
 	ours := 0
 	entries, _ := os.ReadDir(pool)
@@ -245,7 +252,7 @@ func TestFilePoolBound(t *testing.T) {
 	if f, err := p.take(target); f != nil || err != nil {
 		t.Fatalf("take onto an existing file: %v, %v", f, err)
 	}
-	if p.len() != 2 {
-		t.Errorf("pool holds %d after a refused take, want 2", p.len())
+	if pooled(p) != 2 {
+		t.Errorf("pool holds %d after a refused take, want 2", pooled(p))
 	}
 }

@@ -486,14 +486,16 @@ func (s *Server) ServeOST(ctx context.Context, h api.ReqHeader, payload, dest []
 // ReadOST reads for a client in this process and lends it the verified
 // bytes, in the buffer the OST read them into, until done.
 func (s *Server) ReadOST(ctx context.Context, obj uint64, off int64, length int) ([]byte, func(), error) {
-	data, done, _, err := s.readLocal(ctx, api.ReqHeader{Op: api.OSTRead, Object: obj, Offset: uint64(off), Length: uint32(length)})
+	h := api.ReqHeader{Op: api.OSTRead, Object: obj, Offset: uint64(off), Length: uint32(length)}
+	if err := h.Check(); err != nil {
+		return nil, nil, err
+	}
+	data, done, _, err := s.readLocal(ctx, h)
 	return data, done, err
 }
 
+// readLocal serves a checked read header for ServeOST and ReadOST.
 func (s *Server) readLocal(ctx context.Context, h api.ReqHeader) ([]byte, func(), int64, error) {
-	if err := h.Check(); err != nil {
-		return nil, nil, 0, err
-	}
 	if err := s.beginLocal(); err != nil {
 		return nil, nil, 0, err
 	}
