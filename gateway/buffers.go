@@ -2,14 +2,24 @@ package gateway
 
 import "sync"
 
-// bufferPool recycles the 1 MiB copies write-behind keeps of FUSE's write
-// buffers; larger requests (none, with MaxWrite 1 MiB) are allocated.
-type bufferPool struct{ pool sync.Pool }
+// maxWrite is the largest FUSE WRITE the mount takes.
+const maxWrite = 1 << 20
 
-const pooledBufferSize = 1 << 20
+// bufferPool recycles buffers of one size: write-behind's copies of FUSE's
+// write buffers (1 MiB, MaxWrite) and strided read-ahead's chunks. Reuse
+// matters beyond the garbage collector's work: Go returns idle heap to the
+// OS, and on a VM that reclaims guest memory, faulting fresh pages in made
+// filling a new 256 KiB prefetch chunk cost more than the read behind it.
+// Larger requests are allocated.
+type bufferPool struct {
+	size int
+	pool sync.Pool
+}
+
+func newBufferPool(size int) *bufferPool { return &bufferPool{size: size} }
 
 func (p *bufferPool) get(n int) *[]byte {
-	if n > pooledBufferSize {
+	if n > p.size {
 		b := make([]byte, n)
 		return &b
 	}
@@ -17,12 +27,12 @@ func (p *bufferPool) get(n int) *[]byte {
 		*b = (*b)[:n]
 		return b
 	}
-	b := make([]byte, n, pooledBufferSize)
+	b := make([]byte, n, p.size)
 	return &b
 }
 
 func (p *bufferPool) put(b *[]byte) {
-	if cap(*b) == pooledBufferSize {
+	if cap(*b) == p.size {
 		p.pool.Put(b)
 	}
 }

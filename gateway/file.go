@@ -154,7 +154,7 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 		return uint32(len(data)), 0
 	}
 	n.sendPendingLocked()
-	if len(n.inflight) > 0 && cap(*buf) == pooledBufferSize && len(data) < pooledBufferSize {
+	if len(n.inflight) > 0 && cap(*buf) == maxWrite && len(data) < maxWrite {
 		n.pending = &pendingWrite{off: off, buf: buf, layout: l}
 	} else {
 		n.sendLocked(l, off, buf)

@@ -121,9 +121,11 @@ type Gateway struct {
 	// writeSlots bounds the bytes of write-behind in flight; buffers
 	// holds their copies.
 	writeSlots *semaphore.Weighted
-	// aheadBytes bounds the bytes strided read-ahead holds (readahead.go).
-	aheadBytes *semaphore.Weighted
-	buffers    bufferPool
+	// aheadBytes bounds the bytes strided read-ahead holds (readahead.go);
+	// aheadBuffers holds its chunks.
+	aheadBytes   *semaphore.Weighted
+	aheadBuffers *bufferPool
+	buffers      *bufferPool
 
 	// written holds the nodes with writes whose size and mtime meta has not
 	// been told yet, so a lookup of the same inode does not shrink the
@@ -152,16 +154,18 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		ost.Local = deps.OSTs
 	}
 	g := &Gateway{
-		cfg:        cfg,
-		log:        lg,
-		meta:       api.NewMetaClient(deps.NATS, cfg.FSName, cfg.MetaTimeout),
-		ost:        ost,
-		osts:       osts,
-		locks:      api.NewLockSession(deps.NATS, cfg.FSName, cfg.MetaTimeout, lg),
-		ready:      make(chan struct{}),
-		writeSlots: semaphore.NewWeighted(maxWriteBehind),
-		aheadBytes: semaphore.NewWeighted(raTotalBytes),
-		written:    map[uint64]*node{},
+		cfg:          cfg,
+		log:          lg,
+		meta:         api.NewMetaClient(deps.NATS, cfg.FSName, cfg.MetaTimeout),
+		ost:          ost,
+		osts:         osts,
+		locks:        api.NewLockSession(deps.NATS, cfg.FSName, cfg.MetaTimeout, lg),
+		ready:        make(chan struct{}),
+		writeSlots:   semaphore.NewWeighted(maxWriteBehind),
+		buffers:      newBufferPool(maxWrite),
+		aheadBytes:   semaphore.NewWeighted(raTotalBytes),
+		aheadBuffers: newBufferPool(raChunk),
+		written:      map[uint64]*node{},
 	}
 	g.meta.Local = deps.Meta
 	g.ns = newNSCache(g.locks, cfg.LockedTimeout, lg)
@@ -316,7 +320,7 @@ func (g *Gateway) fuseOptions() *fs.Options {
 			// The kernel checks permissions against the mode bits we
 			// report; meta stores what the caller asked for.
 			Options:       []string{"default_permissions"},
-			MaxWrite:      1 << 20,
+			MaxWrite:      maxWrite,
 			MaxReadAhead:  1 << 20,
 			DisableSplice: true, // splice fails at 1 MiB (FACTS.md)
 			MaxBackground: 64,

@@ -51,7 +51,7 @@ type prefetch struct {
 	gen     uint64
 	at      time.Time
 	done    chan struct{}
-	data    []byte
+	buf     *[]byte // from the mount's aheadBuffers
 	err     error
 	dropped bool // left the window; its memory is returned when done
 }
@@ -89,7 +89,7 @@ func (n *node) serveAhead(h *handle, dest []byte, off int64) bool {
 		if !n.usableLocked(p) {
 			return false
 		}
-		copied += copy(dest[copied:], p.data[off+int64(copied)-p.off:])
+		copied += copy(dest[copied:], (*p.buf)[off+int64(copied)-p.off:])
 	}
 	return true
 }
@@ -145,18 +145,18 @@ func (n *node) noteRead(h *handle, l *api.Layout, off int64, length int, size in
 
 // fetchAhead reads one chunk into memory of its own.
 func (n *node) fetchAhead(l *api.Layout, p *prefetch) {
-	buf := make([]byte, p.length)
-	r, err := n.gw.readExtent(context.Background(), l, p.off, buf)
+	buf := n.gw.aheadBuffers.get(p.length)
+	r, err := n.gw.readExtent(context.Background(), l, p.off, *buf)
 	if err == nil {
-		buf, _ = r.Bytes(buf)
+		*buf, _ = r.Bytes(*buf)
 		r.Done()
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	p.data, p.err = buf, err
+	p.buf, p.err = buf, err
 	close(p.done)
 	if p.dropped {
-		n.gw.aheadBytes.Release(int64(p.length))
+		n.releaseLocked(p)
 	}
 }
 
@@ -176,9 +176,17 @@ func (n *node) dropLocked(p *prefetch) {
 	p.dropped = true
 	select {
 	case <-p.done:
-		n.gw.aheadBytes.Release(int64(p.length))
+		n.releaseLocked(p)
 	default: // fetchAhead releases it
 	}
+}
+
+// releaseLocked returns a dropped, completed chunk's memory: its buffer
+// to the pool and its bytes to the mount's budget.
+func (n *node) releaseLocked(p *prefetch) {
+	n.gw.aheadBuffers.put(p.buf)
+	p.buf = nil
+	n.gw.aheadBytes.Release(int64(p.length))
 }
 
 // releaseAhead drops all of an open file's prefetched chunks (at close).
