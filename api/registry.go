@@ -54,10 +54,17 @@ type OSTRegistry struct {
 	fsname string
 	log    *slog.Logger
 
-	mu    sync.RWMutex
-	osts  map[uint32]OSTInfo
-	ready chan struct{}
-	once  sync.Once
+	mu      sync.RWMutex
+	osts    map[uint32]OSTInfo
+	waiters []listedWaiter // guarded by mu
+	ready   chan struct{}
+	once    sync.Once
+}
+
+// listedWaiter is a Listed call not yet satisfied.
+type listedWaiter struct {
+	n    int
+	done chan struct{}
 }
 
 // NewOSTRegistry returns a registry; call Run to fill and follow it.
@@ -67,6 +74,30 @@ func NewOSTRegistry(cli *clientv3.Client, fsname string, log *slog.Logger) *OSTR
 
 // Ready is closed once the first full listing has been loaded.
 func (r *OSTRegistry) Ready() <-chan struct{} { return r.ready }
+
+// Listed returns a channel closed once the registry lists at least n OSTs.
+func (r *OSTRegistry) Listed(n int) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := listedWaiter{n: n, done: make(chan struct{})}
+	r.waiters = append(r.waiters, w)
+	r.wakeLocked()
+	return w.done
+}
+
+// wakeLocked closes the channels of the Listed calls now satisfied.
+func (r *OSTRegistry) wakeLocked() {
+	waiting := r.waiters[:0]
+	for _, w := range r.waiters {
+		if len(r.osts) >= w.n {
+			close(w.done)
+		} else {
+			waiting = append(waiting, w)
+		}
+	}
+	clear(r.waiters[len(waiting):])
+	r.waiters = waiting
+}
 
 // Run lists the OSTs then watches for changes until ctx ends.
 func (r *OSTRegistry) Run(ctx context.Context) error {
@@ -88,6 +119,7 @@ func (r *OSTRegistry) Run(ctx context.Context) error {
 		}
 		r.mu.Lock()
 		r.osts = fresh
+		r.wakeLocked()
 		r.mu.Unlock()
 		r.once.Do(func() { close(r.ready) })
 		wch := r.cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
@@ -110,6 +142,7 @@ func (r *OSTRegistry) Run(ctx context.Context) error {
 					r.log.Info("OST joined", "index", info.Index, "addr", info.Addr)
 				}
 			}
+			r.wakeLocked()
 			r.mu.Unlock()
 		}
 	}

@@ -164,6 +164,11 @@ func runUp(ctx context.Context, args []string) error {
 	if err := waitReady(ctx, errc, 2*time.Minute, readies...); err != nil {
 		return err
 	}
+	// Meta learns of the OSTs through etcd, after they register: the
+	// first create must find them all.
+	if err := waitReady(ctx, errc, 2*time.Minute, msrv.OSTsListed(*osts)); err != nil {
+		return err
+	}
 	for _, o := range ostSrvs {
 		localOSTs.Add(o.Addr(), o)
 	}

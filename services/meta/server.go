@@ -130,6 +130,10 @@ func newOpStats() map[string]*opStats {
 // Ready is closed once the server leads and serves requests.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
+// OSTsListed returns a channel closed once this server knows of at least
+// n OSTs and so can lay new files out on them. Call after Ready.
+func (s *Server) OSTsListed(n int) <-chan struct{} { return s.reg.Listed(n) }
+
 // Run opens the store, waits to be elected leader, then serves until ctx
 // ends, leadership is lost or the store fails. It returns after every
 // goroutine it started has ended; a clean shutdown returns nil.
