@@ -106,6 +106,23 @@ const (
 	ModeBlk  = 0o060000
 )
 
+// The set-ID bits of Attr.Mode.
+const (
+	ModeSetuid = 0o4000
+	ModeSetgid = 0o2000
+)
+
+// KillSUIDGID is mode as a write, truncate or chown leaves it (SetKillSUIDGID):
+// without set-user-ID, and without set-group-ID where the group may
+// execute (without it the bit marks mandatory locking, which stays).
+func KillSUIDGID(mode uint32) uint32 {
+	mode &^= ModeSetuid
+	if mode&0o010 != 0 {
+		mode &^= ModeSetgid
+	}
+	return mode
+}
+
 func (a Attr) IsDir() bool { return a.Mode&ModeType == ModeDir }
 func (a Attr) IsReg() bool { return a.Mode&ModeType == ModeReg }
 
@@ -150,6 +167,11 @@ const (
 	SetAtimeNow = 1 << 6
 	SetMtimeNow = 1 << 7
 	SetCtime    = 1 << 8
+	// SetKillSUIDGID clears a regular file's set-user-ID bit, and its
+	// set-group-ID bit where the group may execute, as the kernel does on
+	// a write, truncate or chown by a caller without CAP_FSETID. Alone,
+	// with neither bit set, it changes nothing, ctime included.
+	SetKillSUIDGID = 1 << 9
 )
 
 type SetAttrReq struct {

@@ -57,6 +57,32 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	return h, fuseFlags, 0
 }
 
+// killSetID clears the set-ID bits a write clears when the caller is not
+// root (HANDLE_KILLPRIV_V2 leaves it to us). The kernel asks for it too,
+// with a bare SETATTR (Setattr), but only while the mode it caches shows
+// the bits; this catches a mode changed by another client since. FUSE does
+// not pass the caller's capabilities: root stands for CAP_FSETID.
+func (n *node) killSetID(ctx context.Context) error {
+	caller, ok := fuse.FromContext(ctx)
+	if !ok || caller.Uid == 0 {
+		return nil
+	}
+	n.mu.Lock()
+	mode := n.attr.Mode
+	n.mu.Unlock()
+	if api.KillSUIDGID(mode) == mode {
+		return nil
+	}
+	var r api.AttrResp
+	if err := n.gw.metaCall(ctx, api.OpSetAttr, api.SetAttrReq{Ino: n.ino(), Valid: api.SetKillSUIDGID}, &r); err != nil {
+		return err
+	}
+	n.gw.ns.changedAttr(r.Attr)
+	n.refresh(r.Attr, nil)
+	n.gw.invalidateKernel([]dropped{{inos: []uint64{n.ino()}}})
+	return nil
+}
+
 func (n *node) refreshIfStale(ctx context.Context) error {
 	if _, fresh := n.freshAttr(); fresh {
 		return nil
@@ -110,6 +136,9 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	}
 	if off < 0 || off+int64(len(data)) > 1<<60 {
 		return 0, syscall.EFBIG
+	}
+	if err := n.killSetID(ctx); err != nil {
+		return 0, n.gw.errno("write", err)
 	}
 	ext := extent{off, off + int64(len(data))}
 	// Back-pressure: at most maxWriteBehind bytes in flight per mount.

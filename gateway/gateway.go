@@ -319,12 +319,13 @@ func (g *Gateway) fuseOptions() *fs.Options {
 			DirectMount: os.Geteuid() == 0,
 			// The kernel checks permissions against the mode bits we
 			// report; meta stores what the caller asked for.
-			Options:       []string{"default_permissions"},
-			MaxWrite:      maxWrite,
-			MaxReadAhead:  1 << 20,
-			DisableSplice: true, // splice fails at 1 MiB (FACTS.md)
-			MaxBackground: 64,
-			Debug:         g.cfg.Debug,
+			Options:           []string{"default_permissions"},
+			MaxWrite:          maxWrite,
+			MaxReadAhead:      1 << 20,
+			DisableSplice:     true, // splice fails at 1 MiB (FACTS.md)
+			MaxBackground:     64,
+			Debug:             g.cfg.Debug,
+			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 		},
 		EntryTimeout:    &entry,
 		AttrTimeout:     &attr,

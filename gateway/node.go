@@ -296,6 +296,15 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		req.Valid |= api.SetCtime
 		req.Ctime = t.UnixNano()
 	}
+	// HANDLE_KILLPRIV_V2 leaves clearing set-ID bits to us. The kernel
+	// flags a truncate by a caller without CAP_FSETID, passes a chown on,
+	// and sends a SETATTR with nothing in it where it would have cleared
+	// them itself: before a write or fallocate by such a caller, or for
+	// chown(-1, -1).
+	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 || req.Valid&(api.SetUID|api.SetGID) != 0 ||
+		in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0 {
+		req.Valid |= api.SetKillSUIDGID
+	}
 	var r api.AttrResp
 	if req.Valid != 0 {
 		if err := n.gw.metaCall(ctx, api.OpSetAttr, req, &r); err != nil {

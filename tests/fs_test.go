@@ -673,6 +673,66 @@ func TestPOSIX(t *testing.T) {
 		}
 	})
 
+	t.Run("ChangesClearSetIDBits", func(t *testing.T) {
+		// As on a local file system: writing, truncating or allocating
+		// as a caller without CAP_FSETID, or any chown, clears set-user-ID,
+		// and set-group-ID where the group may execute. Reading does not,
+		// nor does root's own write.
+		d := dir(t)
+		cases := []struct {
+			name   string
+			mode   uint32
+			nobody string               // shell command run as nobody; %s is the file
+			root   func(p string) error // or done as root
+			want   uint32
+		}{
+			{name: "nobody appends", mode: 0o6777, nobody: "printf x >> %s", want: 0o777},
+			{name: "nobody appends, set-group-ID without group execute", mode: 0o2767, nobody: "printf x >> %s", want: 0o2767},
+			{name: "nobody truncates", mode: 0o6777, nobody: ": > %s", want: 0o777},
+			{name: "nobody allocates", mode: 0o6777, nobody: "fallocate -l 1M %s", want: 0o777},
+			{name: "nobody reads", mode: 0o6777, nobody: "cat %s > /dev/null", want: 0o6777},
+			{name: "root appends", mode: 0o6777, root: func(p string) error {
+				f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					return err
+				}
+				if _, err := f.Write([]byte("x")); err != nil {
+					f.Close()
+					return err
+				}
+				return f.Close()
+			}, want: 0o6777},
+			{name: "root chowns", mode: 0o6777, root: func(p string) error { return os.Chown(p, 65534, -1) }, want: 0o777},
+		}
+		for i, c := range cases {
+			p := filepath.Join(d, fmt.Sprintf("f%d", i))
+			mustWrite(t, p, []byte("0123456789"))
+			if err := syscall.Chmod(p, c.mode); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if c.root != nil {
+				err = c.root(p)
+			} else {
+				cmd := exec.Command("sh", "-c", fmt.Sprintf(c.nobody, p))
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+				if out, cerr := cmd.CombinedOutput(); cerr != nil {
+					err = fmt.Errorf("%v: %s", cerr, out)
+				}
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			var st syscall.Stat_t
+			if err := syscall.Stat(p, &st); err != nil {
+				t.Fatal(err)
+			}
+			if got := st.Mode & 0o7777; got != c.want {
+				t.Errorf("%s: mode %#o, want %#o", c.name, got, c.want)
+			}
+		}
+	})
+
 	t.Run("DirectoryDefaultLayout", func(t *testing.T) {
 		d := dir(t)
 		setstripe(t, "-c", "2", "-S", "128K", d)

@@ -585,7 +585,7 @@ func (s *Server) exchange(t *txn, r *api.RenameReq, p, np, src *inode, dd dent) 
 }
 
 const setAttrKnown = api.SetMode | api.SetUID | api.SetGID | api.SetSize | api.SetAtime |
-	api.SetMtime | api.SetAtimeNow | api.SetMtimeNow | api.SetCtime
+	api.SetMtime | api.SetAtimeNow | api.SetMtimeNow | api.SetCtime | api.SetKillSUIDGID
 
 func (s *Server) setattr(ctx context.Context, r *api.SetAttrReq) (api.AttrResp, error) {
 	if err := checkIno(r.Ino, "setattr"); err != nil {
@@ -611,11 +611,12 @@ func (s *Server) setattr(ctx context.Context, r *api.SetAttrReq) (api.AttrResp, 
 				return api.Errorf(api.CodeInvalid, "inode %d is not a regular file", r.Ino)
 			}
 		}
-		if r.Valid == 0 {
+		v := r.Valid
+		kill := v&api.SetKillSUIDGID != 0 && in.isReg()
+		if v&^api.SetKillSUIDGID == 0 && (!kill || api.KillSUIDGID(in.Mode) == in.Mode) {
 			resp = api.AttrResp{Attr: in.Attr}
 			return nil
 		}
-		v := r.Valid
 		if v&api.SetMode != 0 {
 			in.Mode = in.Mode&api.ModeType | r.Mode&0o7777
 		}
@@ -639,6 +640,9 @@ func (s *Server) setattr(ctx context.Context, r *api.SetAttrReq) (api.AttrResp, 
 			in.Mtime = t.now
 		case v&api.SetMtime != 0:
 			in.Mtime = r.Mtime
+		}
+		if kill {
+			in.Mode = api.KillSUIDGID(in.Mode)
 		}
 		in.Ctime = t.now
 		if v&api.SetCtime != 0 {

@@ -390,7 +390,9 @@ func TestSetAttrUpdateSize(t *testing.T) {
 	f := h.mkfile(api.RootIno, "f")
 	d := h.mkdir(api.RootIno, "d")
 	sl := h.symlink(api.RootIno, "sl", "target")
+	g := h.mkfile(api.RootIno, "g")
 	var a api.AttrResp
+	var killed api.Attr
 	before := h.attr(f)
 	future := time.Now().UnixNano() + 1e12
 	cases := []opCase{
@@ -407,6 +409,30 @@ func TestSetAttrUpdateSize(t *testing.T) {
 		{name: "chown", op: api.OpSetAttr, req: api.SetAttrReq{Ino: f, Valid: api.SetUID | api.SetGID, UID: 7, GID: 8}, resp: &a, check: func(t *testing.T) {
 			if a.Attr.UID != 7 || a.Attr.GID != 8 {
 				t.Fatalf("attr %+v", a.Attr)
+			}
+		}},
+		{name: "set-ID bits", op: api.OpSetAttr, req: api.SetAttrReq{Ino: g, Valid: api.SetMode, Mode: 0o6775}, resp: &a},
+		{name: "a write's kill clears both set-ID bits", op: api.OpSetAttr, req: api.SetAttrReq{Ino: g, Valid: api.SetKillSUIDGID}, resp: &a, check: func(t *testing.T) {
+			if a.Attr.Mode != api.ModeReg|0o775 {
+				t.Fatalf("mode %o", a.Attr.Mode)
+			}
+			killed = a.Attr
+		}},
+		{name: "a kill with nothing to clear changes nothing, ctime included", op: api.OpSetAttr, req: api.SetAttrReq{Ino: g, Valid: api.SetKillSUIDGID}, resp: &a, check: func(t *testing.T) {
+			if a.Attr != killed {
+				t.Fatalf("attr %+v, want %+v", a.Attr, killed)
+			}
+		}},
+		{name: "set-group-ID without group execute", op: api.OpSetAttr, req: api.SetAttrReq{Ino: g, Valid: api.SetMode, Mode: 0o6745}, resp: &a},
+		{name: "a chown's kill keeps set-group-ID without group execute", op: api.OpSetAttr, req: api.SetAttrReq{Ino: g, Valid: api.SetUID | api.SetKillSUIDGID, UID: 9}, resp: &a, check: func(t *testing.T) {
+			if a.Attr.Mode != api.ModeReg|0o2745 || a.Attr.UID != 9 {
+				t.Fatalf("attr %+v", a.Attr)
+			}
+		}},
+		{name: "set-group-ID directory", op: api.OpSetAttr, req: api.SetAttrReq{Ino: d, Valid: api.SetMode, Mode: 0o2775}, resp: &a},
+		{name: "a kill leaves directories alone", op: api.OpSetAttr, req: api.SetAttrReq{Ino: d, Valid: api.SetKillSUIDGID}, resp: &a, check: func(t *testing.T) {
+			if a.Attr.Mode != api.ModeDir|0o2775 {
+				t.Fatalf("mode %o", a.Attr.Mode)
 			}
 		}},
 		{name: "truncate up", op: api.OpSetAttr, req: api.SetAttrReq{Ino: f, Valid: api.SetSize, Size: 5000}, resp: &a, check: func(t *testing.T) {
