@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"sync/atomic"
 	"time"
 
@@ -33,10 +34,11 @@ type MetaClient struct {
 
 // MetaHandler is a metadata service in the caller's process.
 type MetaHandler interface {
-	// ServeMeta answers one JSON request for op on behalf of lock client
-	// id client (empty for none), as the service's NATS endpoint would:
-	// a JSON reply, or an *Error.
-	ServeMeta(client, op string, req []byte) ([]byte, error)
+	// ServeMeta answers one request for op on behalf of lock client id
+	// client (empty for none), as the service's NATS endpoint would. req
+	// is the request as Call takes it (a value or a pointer); the reply is
+	// a value of the op's reply type, or the error an *Error.
+	ServeMeta(client, op string, req any) (any, error)
 }
 
 // NewMetaClient returns a client for file system fsname.
@@ -67,18 +69,27 @@ func (c *MetaClient) Call(ctx context.Context, op string, req, resp any) error {
 	return natsCall(ctx, c.nc, MetaSubject(c.fsname, op), "metadata", op, c.Timeout, hdr, req, resp)
 }
 
-// localCall is natsCall to a service in this process: the same encoding
-// and errors, without NATS.
+// localCall is natsCall to a service in this process: the same errors,
+// without NATS, and without JSON when resp points to the reply's type.
 func localCall(h MetaHandler, client, op string, req, resp any) error {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return Errorf(CodeInvalid, "encoding %s request: %v", op, err)
-	}
-	out, err := h.ServeMeta(client, op, data)
-	if err != nil {
+	out, err := h.ServeMeta(client, op, req)
+	if err != nil || resp == nil {
 		return err
 	}
-	return decodeReply(op, out, resp)
+	dst := reflect.ValueOf(resp)
+	if v := reflect.ValueOf(out); dst.Kind() == reflect.Pointer && !dst.IsNil() && v.IsValid() && dst.Elem().Type() == v.Type() {
+		dst.Elem().Set(v)
+		return nil
+	}
+	// Another type (a caller decoding part of a reply, or a reply that is
+	// JSON already): through JSON, as from NATS.
+	data, ok := out.(json.RawMessage)
+	if !ok {
+		if data, err = json.Marshal(out); err != nil {
+			return Errorf(CodeIO, "encoding %s reply: %v", op, err)
+		}
+	}
+	return decodeReply(op, data, resp)
 }
 
 // decodeReply decodes a JSON reply into resp, if not nil.

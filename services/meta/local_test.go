@@ -53,25 +53,44 @@ func TestServeMetaInProcess(t *testing.T) {
 		}
 	}
 
-	// Malformed requests and unknown operations change nothing.
-	before := h.attr(api.RootIno)
-	if _, err := h.srv.ServeMeta("", api.OpCreate, []byte(`{"parent": 1, "name": `)); codeOf(err) != api.CodeInvalid {
-		t.Errorf("truncated request: %v, want invalid", err)
+	// Replies are values of their own: changing one changes nothing in
+	// meta. A caller asking for another type gets the reply through JSON.
+	made.Layout.Objects[0].ObjID++
+	var again api.EntryResp
+	if err := local.Call(ctx, api.OpLookup, api.LookupReq{Parent: api.RootIno, Name: "local"}, &again); err != nil || again.Layout.Objects[0].ObjID+1 != made.Layout.Objects[0].ObjID {
+		t.Fatalf("lookup after the reply was changed: %+v, %v", again.Layout, err)
 	}
-	if _, err := h.srv.ServeMeta("", "no-such-op", []byte(`{}`)); codeOf(err) != api.CodeInvalid {
+	var part struct {
+		Attr struct {
+			Ino uint64 `json:"ino"`
+		} `json:"attr"`
+	}
+	if err := local.Call(ctx, api.OpLookup, &api.LookupReq{Parent: api.RootIno, Name: "local"}, &part); err != nil || part.Attr.Ino != made.Attr.Ino {
+		t.Fatalf("lookup into another type: %+v, %v", part, err)
+	}
+
+	// Requests of the wrong type and unknown operations change nothing.
+	before := h.attr(api.RootIno)
+	if _, err := h.srv.ServeMeta("", api.OpCreate, []byte(`{"parent": 1, "name": "json"}`)); codeOf(err) != api.CodeInvalid {
+		t.Errorf("JSON request: %v, want invalid", err)
+	}
+	if _, err := h.srv.ServeMeta("", api.OpCreate, api.LookupReq{Parent: api.RootIno, Name: "wrong"}); codeOf(err) != api.CodeInvalid {
+		t.Errorf("another op's request: %v, want invalid", err)
+	}
+	if _, err := h.srv.ServeMeta("", "no-such-op", api.InoReq{Ino: api.RootIno}); codeOf(err) != api.CodeInvalid {
 		t.Errorf("unknown operation: %v, want invalid", err)
 	}
 	if after := h.attr(api.RootIno); after.Nlink != before.Nlink || after.Mtime != before.Mtime {
 		t.Errorf("root changed by refused requests: %+v, then %+v", before, after)
 	}
 	// A client id that is not valid is ignored, as over NATS.
-	if _, err := h.srv.ServeMeta("bad id!", api.OpGetAttr, []byte(`{"ino": 1}`)); err != nil {
+	if _, err := h.srv.ServeMeta("bad id!", api.OpGetAttr, api.InoReq{Ino: api.RootIno}); err != nil {
 		t.Errorf("getattr with an invalid client id: %v", err)
 	}
 
 	// Not before meta serves, nor after it stops.
 	idle := h.newServer(t.TempDir(), nil)
-	if _, err := idle.ServeMeta("", api.OpGetAttr, []byte(`{"ino": 1}`)); codeOf(err) != api.CodeUnavailable {
+	if _, err := idle.ServeMeta("", api.OpGetAttr, api.InoReq{Ino: api.RootIno}); codeOf(err) != api.CodeUnavailable {
 		t.Errorf("before Run: %v, want unavailable", err)
 	}
 	h.stop()
