@@ -319,12 +319,15 @@ func (g *Gateway) fuseOptions() *fs.Options {
 			DirectMount: os.Geteuid() == 0,
 			// The kernel checks permissions against the mode bits we
 			// report; meta stores what the caller asked for.
-			Options:           []string{"default_permissions"},
-			MaxWrite:          maxWrite,
-			MaxReadAhead:      1 << 20,
-			DisableSplice:     true, // splice fails at 1 MiB (FACTS.md)
-			MaxBackground:     64,
-			Debug:             g.cfg.Debug,
+			Options:       []string{"default_permissions"},
+			MaxWrite:      maxWrite,
+			MaxReadAhead:  1 << 20,
+			DisableSplice: true, // splice fails at 1 MiB (FACTS.md)
+			MaxBackground: 64,
+			Debug:         g.cfg.Debug,
+			// We clear set-ID bits where writes, truncates and chowns
+			// should (Setattr, killSetID); in return the kernel stops
+			// asking for security.capability before every write(2).
 			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 		},
 		EntryTimeout:    &entry,
