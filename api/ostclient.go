@@ -34,9 +34,7 @@ type OSTClient struct {
 	closed bool
 	// Local, when set, names the OSTs in this process (`stria up`):
 	// requests to them are calls, with no socket.
-	Local interface {
-		LocalOST(addr string) (OSTHandler, bool)
-	}
+	Local *LocalOSTs
 }
 
 // OSTHandler is an OST in the caller's process (`stria up` runs its OSTs
@@ -60,21 +58,17 @@ type LocalOSTs struct{ m sync.Map }
 // Add has requests to the OST at addr go to h.
 func (l *LocalOSTs) Add(addr string, h OSTHandler) { l.m.Store(addr, h) }
 
-// LocalOST returns the OST at addr if it is in this process.
+// LocalOST returns the OST at addr if it is in this process (none when l
+// is nil).
 func (l *LocalOSTs) LocalOST(addr string) (OSTHandler, bool) {
+	if l == nil {
+		return nil, false
+	}
 	v, ok := l.m.Load(addr)
 	if !ok {
 		return nil, false
 	}
 	return v.(OSTHandler), true
-}
-
-// localOST returns the OST at addr if it is in this process.
-func (c *OSTClient) localOST(addr string) (OSTHandler, bool) {
-	if c.Local == nil {
-		return nil, false
-	}
-	return c.Local.LocalOST(addr)
 }
 
 // localErr names the OST in an error from one in this process, as
@@ -183,7 +177,7 @@ func (c *OSTClient) roundTrip(ctx context.Context, addr string, h ReqHeader, pay
 	if err := c.checkSizes(ctx, payload, dest); err != nil {
 		return RespHeader{}, nil, err
 	}
-	if l, ok := c.localOST(addr); ok {
+	if l, ok := c.Local.LocalOST(addr); ok {
 		h.PayloadLen = uint32(len(payload))
 		resp, body, err := l.ServeOST(ctx, h, payload, dest)
 		if err != nil {
@@ -308,7 +302,7 @@ func (c *OSTClient) ReadShared(ctx context.Context, addr string, obj uint64, off
 	if err := c.checkSizes(ctx, nil, dest); err != nil {
 		return nil, nil, err
 	}
-	if l, ok := c.localOST(addr); ok {
+	if l, ok := c.Local.LocalOST(addr); ok {
 		data, done, err := l.ReadOST(ctx, obj, off, len(dest))
 		if err != nil {
 			return nil, nil, localErr(addr, err)

@@ -73,12 +73,9 @@ func (n *node) killSetID(ctx context.Context) error {
 	if api.KillSUIDGID(mode) == mode {
 		return nil
 	}
-	var r api.AttrResp
-	if err := n.gw.metaCall(ctx, api.OpSetAttr, api.SetAttrReq{Ino: n.ino(), Valid: api.SetKillSUIDGID}, &r); err != nil {
+	if _, err := n.setAttr(ctx, api.SetAttrReq{Ino: n.ino(), Valid: api.SetKillSUIDGID}); err != nil {
 		return err
 	}
-	n.gw.ns.changedAttr(r.Attr)
-	n.refresh(r.Attr, nil)
 	n.gw.invalidateKernel([]dropped{{inos: []uint64{n.ino()}}})
 	return nil
 }

@@ -150,9 +150,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	osts := api.NewOSTRegistry(deps.Etcd, cfg.FSName, lg)
 	ost := api.NewOSTClient(cfg.OSTTimeout)
 	ost.Sockets = osts
-	if deps.OSTs != nil {
-		ost.Local = deps.OSTs
-	}
+	ost.Local = deps.OSTs
 	g := &Gateway{
 		cfg:          cfg,
 		log:          lg,

@@ -305,19 +305,35 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 		in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0 {
 		req.Valid |= api.SetKillSUIDGID
 	}
-	var r api.AttrResp
+	var attr api.Attr
 	if req.Valid != 0 {
-		if err := n.gw.metaCall(ctx, api.OpSetAttr, req, &r); err != nil {
-			n.gw.ns.forgetAttr(n.ino())
+		var err error
+		if attr, err = n.setAttr(ctx, req); err != nil {
 			return n.gw.errno("setattr", err)
 		}
-		n.gw.ns.changedAttr(r.Attr)
-		n.refresh(r.Attr, nil)
-	} else if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
-		return n.gw.errno("setattr", err)
+	} else {
+		var r api.AttrResp
+		if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
+			return n.gw.errno("setattr", err)
+		}
+		attr = r.Attr
 	}
-	n.gw.fillAttr(r.Attr, &out.Attr)
+	n.gw.fillAttr(attr, &out.Attr)
 	return 0
+}
+
+// setAttr has meta change the file's attributes and keeps this mount's
+// caches in step: the new attributes, or none if the call failed (meta
+// may have made the change anyway).
+func (n *node) setAttr(ctx context.Context, req api.SetAttrReq) (api.Attr, error) {
+	var r api.AttrResp
+	if err := n.gw.metaCall(ctx, api.OpSetAttr, req, &r); err != nil {
+		n.gw.ns.forgetAttr(n.ino())
+		return api.Attr{}, err
+	}
+	n.gw.ns.changedAttr(r.Attr)
+	n.refresh(r.Attr, nil)
+	return r.Attr, nil
 }
 
 // truncate sets the file size: objects first, then meta, so that growing

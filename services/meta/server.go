@@ -188,9 +188,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.reg = api.NewOSTRegistry(s.etcd, s.cfg.FSName, s.log)
 	s.ost = api.NewOSTClient(s.cfg.OSTTimeout)
 	s.ost.Sockets = s.reg
-	if s.localOSTs != nil {
-		s.ost.Local = s.localOSTs
-	}
+	s.ost.Local = s.localOSTs
 	defer s.ost.Close()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
