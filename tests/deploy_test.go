@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -39,15 +40,18 @@ func TestSeparateProcesses(t *testing.T) {
 
 	// A lockd on its own NATS waits out one lease before the first change
 	// (the previous instance's grants): a short one keeps the test quick.
-	start(t, "lockd", "lockd ready", env, "lockd", "--lease", "2s", "--callback-timeout", "1s")
-	start(t, "meta", "meta ready", env, "meta", "--data-dir", filepath.Join(root, "meta"))
+	lockd := start(t, "lockd", "lockd ready", env, "lockd", "--lease", "2s", "--callback-timeout", "1s")
+	meta := start(t, "meta", "meta ready", env, "meta", "--data-dir", filepath.Join(root, "meta"))
 	var osts []*proc
 	for i := 0; i < 2; i++ {
 		osts = append(osts, start(t, fmt.Sprintf("ost%d", i), "ost ready", env, "ost", "--data-dir", filepath.Join(root, fmt.Sprintf("ost%d", i))))
 	}
 	mnt := t.TempDir()
-	start(t, "mount", "mounted", env, "mount", "--ost-timeout", "3s", mnt)
+	mount := start(t, "mount", "mounted", env, "mount", "--ost-timeout", "3s", mnt)
 	t.Cleanup(func() { detach(mnt) })
+	for _, p := range []*proc{lockd, meta, osts[0], osts[1], mount} {
+		checkLazyFree(t, p)
+	}
 
 	p := filepath.Join(mnt, "two")
 	if out, err := stria(t, "setstripe", "-c", "2", "-S", "64K", p); err != nil {
@@ -131,4 +135,28 @@ func TestSeparateProcesses(t *testing.T) {
 	if out, err := stria(t, "df", mnt); err != nil || !strings.Contains(out, "lab-OST0002") {
 		t.Fatalf("df: %v\n%s", err, out)
 	}
+}
+
+// checkLazyFree checks that a service process runs with
+// GODEBUG=madvdontneed=0, which it sets by re-executing itself (same PID)
+// at start (cmd/stria/lazyfree.go), unless GODEBUG already chose.
+func checkLazyFree(t *testing.T, p *proc) {
+	t.Helper()
+	if strings.Contains(os.Getenv("GODEBUG"), "madvdontneed=") {
+		t.Logf("%s: not checked: this test's GODEBUG already sets madvdontneed", p.name)
+		return
+	}
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatalf("%s: %v", p.name, err)
+	}
+	for _, kv := range strings.Split(string(environ), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			if !slices.Contains(strings.Split(v, ","), "madvdontneed=0") {
+				t.Errorf("%s runs with GODEBUG=%s, want madvdontneed=0 in it", p.name, v)
+			}
+			return
+		}
+	}
+	t.Errorf("%s runs without GODEBUG, want madvdontneed=0", p.name)
 }

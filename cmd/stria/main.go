@@ -58,6 +58,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "stria: unknown command %q\n\n%s", verb, usage)
 		os.Exit(2)
 	}
+	switch verb {
+	case "up", "meta", "ost", "lockd", "mount":
+		reexecWithLazyFree()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cmd(ctx, args); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"slices"
 	"strings"
 	"testing"
 
@@ -97,6 +98,30 @@ func TestCheckLayoutAgainst(t *testing.T) {
 			err := checkLayoutAgainst(tc.l, osts)
 			if (err == nil) != tc.ok {
 				t.Fatalf("checkLayoutAgainst(%v) = %v, want ok=%v", tc.l, err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestWithLazyFree(t *testing.T) {
+	cases := []struct {
+		name    string
+		env     []string
+		want    []string
+		changed bool
+	}{
+		{"no GODEBUG", []string{"A=1"}, []string{"A=1", "GODEBUG=madvdontneed=0"}, true},
+		{"other settings kept", []string{"GODEBUG=gctrace=1", "B=2"}, []string{"B=2", "GODEBUG=gctrace=1,madvdontneed=0"}, true},
+		{"empty GODEBUG", []string{"GODEBUG="}, []string{"GODEBUG=madvdontneed=0"}, true},
+		{"already set: no re-execution", []string{"GODEBUG=gctrace=1,madvdontneed=0"}, []string{"GODEBUG=gctrace=1,madvdontneed=0"}, false},
+		{"the user's choice stands", []string{"GODEBUG=madvdontneed=1"}, []string{"GODEBUG=madvdontneed=1"}, false},
+		{"the first GODEBUG counts, duplicates go", []string{"GODEBUG=x=1", "GODEBUG=madvdontneed=1"}, []string{"GODEBUG=x=1,madvdontneed=0"}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, changed := withLazyFree(tc.env)
+			if changed != tc.changed || !slices.Equal(got, tc.want) {
+				t.Errorf("withLazyFree(%q) = %q, %v; want %q, %v", tc.env, got, changed, tc.want, tc.changed)
 			}
 		})
 	}
