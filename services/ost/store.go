@@ -855,7 +855,7 @@ func (s *store) destroy(ctx context.Context, obj uint64) error {
 	path := s.dataPath(obj)
 	var err error
 	if !s.pool.put(path) {
-		err = os.Remove(path)
+		err = unlink(path)
 	}
 	switch {
 	case err == nil:
@@ -863,8 +863,19 @@ func (s *store) destroy(ctx context.Context, obj uint64) error {
 	case !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("destroy object %016x: %w", obj, err)
 	}
-	if err := os.Remove(path + ".crc"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := unlink(path + ".crc"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("destroy checksums of object %016x: %w", obj, err)
+	}
+	return nil
+}
+
+// unlink removes the file at path. Unlike os.Remove it does not try rmdir
+// when that fails: destroying an object never written (an empty file's:
+// objects are made by the first write) then costs one failed system call
+// per path, not two.
+func unlink(path string) error {
+	if err := unix.Unlink(path); err != nil {
+		return &fs.PathError{Op: "unlink", Path: path, Err: err}
 	}
 	return nil
 }
