@@ -38,16 +38,21 @@ func main() {
 		os.Exit(2)
 	}
 	verb, args := os.Args[1], os.Args[2:]
-	commands := map[string]func(context.Context, []string) error{
-		"up":        runUp,
-		"meta":      runMeta,
-		"ost":       runOST,
-		"lockd":     runLockd,
-		"mount":     runMount,
-		"setstripe": runSetstripe,
-		"getstripe": runGetstripe,
-		"df":        runDF,
-		"bench":     runBench,
+	// service: runs until stopped, under lazyFreeSetting (lazyfree.go).
+	type command struct {
+		run     func(context.Context, []string) error
+		service bool
+	}
+	commands := map[string]command{
+		"up":        {runUp, true},
+		"meta":      {runMeta, true},
+		"ost":       {runOST, true},
+		"lockd":     {runLockd, true},
+		"mount":     {runMount, true},
+		"setstripe": {runSetstripe, false},
+		"getstripe": {runGetstripe, false},
+		"df":        {runDF, false},
+		"bench":     {runBench, false},
 	}
 	cmd, ok := commands[verb]
 	if !ok {
@@ -58,13 +63,12 @@ func main() {
 		fmt.Fprintf(os.Stderr, "stria: unknown command %q\n\n%s", verb, usage)
 		os.Exit(2)
 	}
-	switch verb {
-	case "up", "meta", "ost", "lockd", "mount":
+	if cmd.service {
 		reexecWithLazyFree()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := cmd(ctx, args); err != nil {
+	if err := cmd.run(ctx, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)
 		}
