@@ -235,7 +235,7 @@ func (s *store) newSums(obj uint64, data *os.File) (checksums, error) {
 // newSidecar starts an empty sidecar at path, emptying whatever a crash
 // left there.
 func newSidecar(obj uint64, path string) (*sidecar, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := openFile(path, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("create checksums of object %016x: %w", obj, err)
 	}

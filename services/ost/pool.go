@@ -113,7 +113,7 @@ func emptyFile(path string) error {
 // eviction from the handle cache would then start a writeback in the
 // middle of a request. Closing here, with nothing to write, clears it.
 func truncateAndClose(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	f, err := openFile(path, unix.O_WRONLY|unix.O_TRUNC, 0)
 	if err != nil {
 		return err
 	}
@@ -184,7 +184,7 @@ func (p *filePool) take(path string) (*os.File, error) {
 		}
 		return nil, nil
 	}
-	return os.OpenFile(path, os.O_RDWR, 0)
+	return openFile(path, unix.O_RDWR, 0)
 }
 
 // disable stops using the pool after a rename failed for a reason other
