@@ -14,6 +14,14 @@ const (
 	// MaxStripeSize bounds one stripe (Lustre allows up to 4 GiB; we keep
 	// one stripe within a single OST frame's reach).
 	MaxStripeSize = 4<<30 - StripeSizeUnit
+	// DefaultDoMSize is how much of the start of every file the filesystem
+	// default keeps on the metadata target (Data-on-MDT, as Lustre's
+	// "lfs setstripe -E 64K -L mdt -E -1"): a file that small is one
+	// metadata record, with no OST object to create, open, read or destroy.
+	DefaultDoMSize = 64 << 10
+	// MaxDoMSize bounds a layout's Data-on-MDT region (Lustre's default
+	// dom_stripesize limit).
+	MaxDoMSize = 1 << 20
 	// MaxStripeCount is the most stripes one file may have.
 	MaxStripeCount = 2000
 	// LayoutXattr is the virtual xattr holding a file's layout (a
@@ -45,14 +53,21 @@ type Layout struct {
 	// StripeSize is the bytes written to one stripe before moving on.
 	StripeSize uint32 `json:"stripe_size"`
 	// StripeOffset is the index of the first OST, -1 to let meta choose.
-	StripeOffset int32          `json:"stripe_offset"`
-	Pool         string         `json:"pool,omitempty"`
-	Objects      []StripeObject `json:"objects,omitempty"`
+	StripeOffset int32  `json:"stripe_offset"`
+	Pool         string `json:"pool,omitempty"`
+	// DoMSize is how many bytes at the start of the file live on the
+	// metadata target rather than the OSTs (Lustre's Data-on-MDT
+	// component): file offsets below it are meta's, those from it on are
+	// striped over Objects as if the region were not there (the objects
+	// hold a hole where it would be). 0: none.
+	DoMSize uint32         `json:"dom_size,omitempty"`
+	Objects []StripeObject `json:"objects,omitempty"`
 }
 
-// DefaultLayout is the filesystem default: 1 stripe of 1 MiB, any OST.
+// DefaultLayout is the filesystem default: the first 64 KiB on the
+// metadata target, the rest in 1 stripe of 1 MiB on any OST.
 func DefaultLayout() Layout {
-	return Layout{StripeCount: DefaultStripeCount, StripeSize: DefaultStripeSize, StripeOffset: -1}
+	return Layout{StripeCount: DefaultStripeCount, StripeSize: DefaultStripeSize, StripeOffset: -1, DoMSize: DefaultDoMSize}
 }
 
 // ValidateRequest checks a layout as a user asked for it (setstripe), given
@@ -72,6 +87,16 @@ func (l Layout) ValidateRequest(ostCount int) error {
 	case l.StripeOffset < -1:
 		return Errorf(CodeInvalid, "stripe offset %d: must be an OST index or -1", l.StripeOffset)
 	}
+	return l.validDoM(CodeInvalid)
+}
+
+func (l Layout) validDoM(code Code) error {
+	switch {
+	case l.DoMSize%StripeSizeUnit != 0:
+		return Errorf(code, "data-on-MDT size %d is not a multiple of 64 KiB", l.DoMSize)
+	case l.DoMSize > MaxDoMSize:
+		return Errorf(code, "data-on-MDT size %d exceeds the maximum %d", l.DoMSize, MaxDoMSize)
+	}
 	return nil
 }
 
@@ -83,7 +108,7 @@ func (l Layout) ValidateFile() error {
 	if len(l.Objects) == 0 || int(l.StripeCount) != len(l.Objects) {
 		return Errorf(CodeCorrupt, "file layout has %d objects for stripe count %d", len(l.Objects), l.StripeCount)
 	}
-	return nil
+	return l.validDoM(CodeCorrupt)
 }
 
 // XattrValue renders the layout as the stria.layout xattr shows it (JSON).
@@ -146,5 +171,5 @@ func (l Layout) ObjectSize(i int, fileSize int64) int64 {
 
 // String is for logs and errors.
 func (l Layout) String() string {
-	return fmt.Sprintf("count=%d size=%d offset=%d objects=%v", l.StripeCount, l.StripeSize, l.StripeOffset, l.Objects)
+	return fmt.Sprintf("count=%d size=%d offset=%d dom=%d objects=%v", l.StripeCount, l.StripeSize, l.StripeOffset, l.DoMSize, l.Objects)
 }

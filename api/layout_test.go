@@ -75,6 +75,9 @@ func TestValidateRequest(t *testing.T) {
 		{"zero size", Layout{StripeCount: 1, StripeOffset: -1}, 4, CodeInvalid},
 		{"zero count", Layout{StripeCount: 0, StripeSize: 1 << 20}, 4, CodeInvalid},
 		{"bad offset", Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: -2}, 4, CodeInvalid},
+		{"largest DoM", Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: -1, DoMSize: MaxDoMSize}, 4, CodeOK},
+		{"DoM not 64K multiple", Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: -1, DoMSize: 100 << 10}, 4, CodeInvalid},
+		{"DoM too large", Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: -1, DoMSize: MaxDoMSize + StripeSizeUnit}, 4, CodeInvalid},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -24,6 +24,7 @@ var MetaOps = []string{
 	OpLookup, OpGetAttr, OpSetAttr, OpCreate, OpLink, OpUnlink, OpRename,
 	OpReadDir, OpReadlink, OpGetXattr, OpSetXattr, OpListXattr, OpRemoveXattr,
 	OpGetLayout, OpSetLayout, OpUpdateSize, OpSync, OpStatFS, OpReleaseOrphan,
+	OpDoMWrite, OpDoMRead,
 }
 
 // Metadata operations.
@@ -47,6 +48,8 @@ const (
 	OpSync          = "sync"
 	OpStatFS        = "statfs"
 	OpReleaseOrphan = "releaseorphan"
+	OpDoMWrite      = "domwrite"
+	OpDoMRead       = "domread"
 )
 
 // MetaSubject is the NATS subject of one metadata operation.
@@ -299,6 +302,34 @@ type UpdateSizeReq struct {
 	Size  uint64 `json:"size"`
 	Mtime int64  `json:"mtime"`
 }
+
+// DoMWriteReq writes Data at Off of a file's Data-on-MDT region (see
+// Layout.DoMSize), which it must not cross. Like a write to an OST, it
+// changes neither size nor mtime (UpdateSize does); it is durable after
+// the next OpSync.
+type DoMWriteReq struct {
+	Ino  uint64 `json:"ino"`
+	Off  int64  `json:"off"`
+	Data []byte `json:"data"`
+}
+
+// DoMReadReq reads up to Len bytes at Off of a file's Data-on-MDT region.
+type DoMReadReq struct {
+	Ino uint64 `json:"ino"`
+	Off int64  `json:"off"`
+	Len int    `json:"len"`
+}
+
+// DoMReadResp holds what the region stores from Off on, at most Len bytes:
+// shorter where the stored bytes end (the rest reads as zeros, up to the
+// file's size).
+type DoMReadResp struct {
+	Data []byte `json:"data"`
+}
+
+// MaxDoMRequest bounds the data of one DoM request, so it fits one NATS
+// message (1 MiB by default) once base64 in JSON.
+const MaxDoMRequest = 256 << 10
 
 type Empty struct{}
 

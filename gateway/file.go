@@ -119,7 +119,7 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 			return fuse.ReadResultData(dest), 0
 		}
 	}
-	r, err := n.gw.readExtent(ctx, l, off, dest)
+	r, err := n.gw.readExtent(ctx, n.ino(), l, off, dest)
 	if err != nil {
 		return nil, n.gw.errno("read", err)
 	}
@@ -222,7 +222,7 @@ func (n *node) sendLocked(l *api.Layout, off int64, buf *[]byte) {
 	n.inflight = append(n.inflight, ext)
 	go func() {
 		touched := map[int]bool{}
-		werr := n.gw.writeExtent(context.Background(), l, off, *buf, touched)
+		werr := n.gw.writeExtent(context.Background(), n.ino(), l, off, *buf, touched)
 		n.gw.writeSlots.Release(int64(len(*buf)))
 		n.gw.buffers.put(buf)
 		n.mu.Lock()

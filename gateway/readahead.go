@@ -146,7 +146,7 @@ func (n *node) noteRead(h *handle, l *api.Layout, off int64, length int, size in
 // fetchAhead reads one chunk into a buffer of the mount's pool.
 func (n *node) fetchAhead(l *api.Layout, p *prefetch) {
 	buf := n.gw.aheadBuffers.get(p.length)
-	r, err := n.gw.readExtent(context.Background(), l, p.off, *buf)
+	r, err := n.gw.readExtent(context.Background(), n.ino(), l, p.off, *buf)
 	if err == nil {
 		*buf, _ = r.Bytes(*buf)
 		r.Done()

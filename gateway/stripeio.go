@@ -37,10 +37,21 @@ func forEach(n int, fn func(i int) error) error {
 	return first
 }
 
-// writeExtent writes data at file offset off, each stripe piece to its OST
-// in parallel. It returns the stripes it touched as a bit set over
-// Layout.Objects indices (callers keep it to know what fsync must sync).
-func (g *Gateway) writeExtent(ctx context.Context, l *api.Layout, off int64, data []byte, touched map[int]bool) error {
+// writeExtent writes data at file offset off of file ino: what falls in
+// the layout's Data-on-MDT region to meta, the rest to the OSTs, each stripe
+// piece in parallel. It marks the stripes it touched in touched (what fsync
+// must sync on the OSTs; meta's part is its OpSync's).
+func (g *Gateway) writeExtent(ctx context.Context, ino uint64, l *api.Layout, off int64, data []byte, touched map[int]bool) error {
+	if dom := int64(l.DoMSize); off < dom {
+		n := int(min(dom-off, int64(len(data))))
+		if err := g.writeDoM(ctx, ino, off, data[:n]); err != nil {
+			return err
+		}
+		off, data = off+int64(n), data[n:]
+		if len(data) == 0 {
+			return nil
+		}
+	}
 	pieces := l.MapExtent(off, len(data), nil)
 	err := forEach(len(pieces), func(i int) error {
 		p := pieces[i]
@@ -60,15 +71,69 @@ func (g *Gateway) writeExtent(ctx context.Context, l *api.Layout, off int64, dat
 	return err
 }
 
-// readExtent reads len(dest) bytes at file offset off. Bytes an object does
-// not hold (holes, or past its end inside the file size) read as zeros.
-// Stripes on OSTs of this machine come straight from the memory they share
-// with us (see api.OSTClient.ReadShared), the others into dest; the result
-// keeps the shared memory until go-fuse has written it to the kernel.
-func (g *Gateway) readExtent(ctx context.Context, l *api.Layout, off int64, dest []byte) (*stripeRead, error) {
+// writeDoM writes data at off of ino's Data-on-MDT region.
+func (g *Gateway) writeDoM(ctx context.Context, ino uint64, off int64, data []byte) error {
+	for len(data) > 0 {
+		n := min(len(data), api.MaxDoMRequest)
+		if err := g.metaCall(ctx, api.OpDoMWrite, api.DoMWriteReq{Ino: ino, Off: off, Data: data[:n]}, nil); err != nil {
+			return fmt.Errorf("write data kept on meta: %w", err)
+		}
+		off, data = off+int64(n), data[n:]
+	}
+	return nil
+}
+
+// readDoM reads up to n bytes at off of ino's Data-on-MDT region: fewer
+// where what was written of it ends.
+func (g *Gateway) readDoM(ctx context.Context, ino uint64, off int64, n int) ([]byte, error) {
+	var out []byte
+	for n > 0 {
+		want := min(n, api.MaxDoMRequest)
+		var r api.DoMReadResp
+		if err := g.metaCall(ctx, api.OpDoMRead, api.DoMReadReq{Ino: ino, Off: off, Len: want}, &r); err != nil {
+			g.log.Warn("read failed", "ino", ino, "offset", off, "where", "meta (data-on-MDT)", "err", err)
+			return nil, fmt.Errorf("read data kept on meta: %w", err)
+		}
+		if out == nil {
+			out = r.Data
+		} else {
+			out = append(out, r.Data...)
+		}
+		if len(r.Data) < want {
+			break
+		}
+		off, n = off+int64(want), n-want
+	}
+	return out, nil
+}
+
+// readExtent reads len(dest) bytes at file offset off of file ino. Bytes
+// neither meta nor an object holds (holes, or past what was written inside
+// the file size) read as zeros. Stripes on OSTs of this machine come
+// straight from the memory they share with us (see
+// api.OSTClient.ReadShared), the others into dest; the result keeps the
+// shared memory until go-fuse has written it to the kernel.
+func (g *Gateway) readExtent(ctx context.Context, ino uint64, l *api.Layout, off int64, dest []byte) (*stripeRead, error) {
 	ctx = context.WithoutCancel(ctx) // see metaCall; OSTTimeout bounds it
+	r := &stripeRead{size: len(dest)}
+	if dom := int64(l.DoMSize); off < dom {
+		n := int(min(dom-off, int64(len(dest))))
+		head, err := g.readDoM(ctx, ino, off, n)
+		if err != nil {
+			return nil, err
+		}
+		if len(head) > 0 {
+			r.parts = append(r.parts, head)
+		}
+		r.parts = appendZeros(r.parts, n-len(head))
+		off, dest = off+int64(n), dest[n:]
+		if len(dest) == 0 {
+			return r, nil
+		}
+	}
 	pieces := l.MapExtent(off, len(dest), nil)
-	r := &stripeRead{parts: make([][]byte, len(pieces)), dones: make([]func(), len(pieces))}
+	parts := make([][]byte, len(pieces))
+	r.dones = make([]func(), len(pieces))
 	err := forEach(len(pieces), func(i int) error {
 		p := pieces[i]
 		obj := l.Objects[p.Stripe]
@@ -81,7 +146,7 @@ func (g *Gateway) readExtent(ctx context.Context, l *api.Layout, off int64, dest
 			g.log.Warn("read failed", "ost", obj.OST, "objid", obj.ObjID, "offset", p.ObjOff, "err", err)
 			return fmt.Errorf("read stripe %d (OST %d): %w", p.Stripe, obj.OST, err)
 		}
-		r.parts[i], r.dones[i] = data, done
+		parts[i], r.dones[i] = data, done
 		return nil
 	})
 	if err != nil {
@@ -90,17 +155,20 @@ func (g *Gateway) readExtent(ctx context.Context, l *api.Layout, off int64, dest
 	}
 	// Pieces come in file order; a short one ends in a hole or before the
 	// object's end: zeros.
-	slices := make([][]byte, 0, len(pieces))
 	for i, p := range pieces {
-		slices = append(slices, r.parts[i])
-		for gap := p.Len - len(r.parts[i]); gap > 0; {
-			z := zeros[:min(gap, len(zeros))]
-			slices = append(slices, z)
-			gap -= len(z)
-		}
+		r.parts = appendZeros(append(r.parts, parts[i]), p.Len-len(parts[i]))
 	}
-	r.parts, r.size = slices, len(dest)
 	return r, nil
+}
+
+// appendZeros appends n zero bytes to parts, as slices of zeros.
+func appendZeros(parts [][]byte, n int) [][]byte {
+	for n > 0 {
+		z := zeros[:min(n, len(zeros))]
+		parts = append(parts, z)
+		n -= len(z)
+	}
+	return parts
 }
 
 // zeros backs the holes of reads; never written.
@@ -152,8 +220,19 @@ func (g *Gateway) truncateObjects(ctx context.Context, l *api.Layout, size int64
 		if err != nil {
 			return err
 		}
-		return g.ost.Punch(ctx, addr, obj.ObjID, l.ObjectSize(i, size))
+		return g.ost.Punch(ctx, addr, obj.ObjID, objectSize(l, i, size))
 	})
+}
+
+// objectSize is what truncate cuts stripe i's object to for a file of
+// size bytes: nothing when the file ends inside its Data-on-MDT region (so
+// no object is created for it), else as striping puts it, the region a
+// hole.
+func objectSize(l *api.Layout, i int, size int64) int64 {
+	if size <= int64(l.DoMSize) {
+		return 0
+	}
+	return l.ObjectSize(i, size)
 }
 
 // syncObjects makes the given stripes durable on their OSTs.
@@ -173,6 +252,8 @@ func (g *Gateway) syncObjects(ctx context.Context, l *api.Layout, stripes []int)
 // range [off, end), without changing object sizes.
 func (g *Gateway) allocateObjects(ctx context.Context, l *api.Layout, off, end int64) error {
 	ctx = context.WithoutCancel(ctx)
+	// Meta keeps the Data-on-MDT region and reserves nothing for it.
+	off = max(off, int64(l.DoMSize))
 	return forEach(len(l.Objects), func(i int) error {
 		from, to := l.ObjectSize(i, off), l.ObjectSize(i, end)
 		if to <= from {

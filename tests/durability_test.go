@@ -86,6 +86,24 @@ func TestFsyncSurvivesKill9(t *testing.T) {
 		// Left open on purpose: the crash comes with files still open.
 		defer f.Close()
 	}
+	// Files kept on meta (the default's first 64 KiB), whole or in part.
+	os.Mkdir(c.path("dom"), 0o755)
+	for i, size := range []int{5000, 64 << 10, 100_000} {
+		name := c.path("dom", fmt.Sprintf("f%d", i))
+		data := randomData(uint64(50+i), size)
+		f, err := os.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		files[name] = data
+		defer f.Close()
+	}
 	// A rename is durable once its directory is fsynced (POSIX, as on a
 	// local file system: the write-then-rename pattern fsyncs both).
 	if err := os.Rename(c.path("d", "f0"), c.path("d", "renamed")); err != nil {

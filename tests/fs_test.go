@@ -324,6 +324,80 @@ func TestPOSIX(t *testing.T) {
 		sameBytes(t, "cut then extended: the cut part reads as zeros", mustRead(t, p), want)
 	})
 
+	t.Run("DataOnMDT", func(t *testing.T) {
+		// The filesystem default keeps each file's first 64 KiB on meta:
+		// a small file has no OST object at all.
+		d := dir(t)
+		objects := func() int {
+			n := 0
+			for i := 0; i < c.osts; i++ {
+				n += objectFiles(t, filepath.Join(c.data, fmt.Sprintf("ost%d", i)))
+			}
+			return n
+		}
+		before := objects()
+		small := filepath.Join(d, "small")
+		data := randomData(60, 5000)
+		mustWrite(t, small, data)
+		if l := layoutOf(t, small); l.DoMSize != api.DefaultDoMSize {
+			t.Fatalf("layout %v: want the default's %d bytes on meta", l, api.DefaultDoMSize)
+		}
+		if out, err := stria(t, "getstripe", small); err != nil || !strings.Contains(out, "dom_size:          65536") {
+			t.Fatalf("getstripe: %v\n%s", err, out)
+		}
+		dropPages(t, small)
+		sameBytes(t, "small file", mustRead(t, small), data)
+		// Rewriting it whole (O_TRUNC) makes no object either.
+		data = randomData(61, 3000)
+		mustWrite(t, small, data)
+		sameBytes(t, "rewritten small file", mustRead(t, small), data)
+		if n := objects(); n != before {
+			t.Fatalf("OSTs hold %d object files after writing a 5,000-byte file, want %d", n, before)
+		}
+
+		// A file across the region's end: meta's part and the OST's part
+		// read back alone and together.
+		big := filepath.Join(d, "big")
+		data = randomData(62, 200_000)
+		mustWrite(t, big, data)
+		if n := objects(); n != before+1 {
+			t.Fatalf("OSTs hold %d object files after a 200,000-byte file, want %d", n, before+1)
+		}
+		dropPages(t, big)
+		f, err := os.Open(big)
+		if err != nil {
+			t.Fatal(err)
+		}
+		across := make([]byte, 10_000)
+		if _, err := f.ReadAt(across, 60_000); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		sameBytes(t, "read across the region's end", across, data[60_000:70_000])
+		sameBytes(t, "file across the region's end", mustRead(t, big), data)
+		// Cut into the region, then grown past it: zeros, not old bytes.
+		if err := os.Truncate(big, 100); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(big, 150_000); err != nil {
+			t.Fatal(err)
+		}
+		want := append(append([]byte{}, data[:100]...), make([]byte, 149_900)...)
+		sameBytes(t, "cut into the region, then grown", mustRead(t, big), want)
+
+		// Another region size per directory, as lfs setstripe -E N -L mdt.
+		d2 := dir(t)
+		setstripe(t, "-c", "2", "--dom", "128K", d2)
+		p := filepath.Join(d2, "f")
+		data = randomData(63, 150_000)
+		mustWrite(t, p, data)
+		if l := layoutOf(t, p); l.DoMSize != 128<<10 || l.StripeCount != 2 {
+			t.Fatalf("layout %v: want 128 KiB on meta and 2 stripes", l)
+		}
+		dropPages(t, p)
+		sameBytes(t, "file in a 128K region directory", mustRead(t, p), data)
+	})
+
 	t.Run("Mmap", func(t *testing.T) {
 		p := filepath.Join(dir(t), "mm")
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
@@ -765,6 +839,8 @@ func TestPOSIX(t *testing.T) {
 			{"size not a multiple of 64K", []string{"-S", "100K"}},
 			{"zero count", []string{"-c", "0"}},
 			{"bad size", []string{"-S", "lots"}},
+			{"data-on-MDT size not a multiple of 64K", []string{"--dom", "100K"}},
+			{"data-on-MDT size over 1M", []string{"--dom", "2M"}},
 		}
 		for _, tc := range cases {
 			p := filepath.Join(d, "new")

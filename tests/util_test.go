@@ -113,6 +113,36 @@ func objectBytes(t testing.TB, ostDir string) int64 {
 	return total
 }
 
+// objectFiles counts the object data files an OST holds.
+func objectFiles(t testing.TB, ostDir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(ostDir, "objects"), func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && !strings.HasSuffix(path, ".crc") {
+			n++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// dropPages has the kernel drop its cached pages of path, so the next read
+// asks the file system.
+func dropPages(t testing.TB, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // findObject returns the data file of one stripe object on an OST.
 func findObject(t testing.TB, ostDir string, objID uint64) string {
 	t.Helper()

@@ -28,11 +28,12 @@ func runSetstripe(ctx context.Context, args []string) error {
 	count := fs.Int("c", api.DefaultStripeCount, "stripe count (-1: all OSTs)")
 	sizeArg := fs.String("S", "1M", "stripe size, a multiple of 64K (suffixes K, M, G)")
 	offset := fs.Int("i", -1, "index of the first OST (-1: any)")
+	domArg := fs.String("dom", "0", "bytes at the start of each file kept on the metadata target (Data-on-MDT, as lfs setstripe -E SIZE -L mdt): a multiple of 64K up to 1M, 0 for none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: stria setstripe -c COUNT -S SIZE [-i START_OST] PATH")
+		return errors.New("usage: stria setstripe -c COUNT -S SIZE [-i START_OST] [--dom SIZE] PATH")
 	}
 	path := fs.Arg(0)
 	size, err := parseSize(*sizeArg)
@@ -42,7 +43,16 @@ func runSetstripe(ctx context.Context, args []string) error {
 	if size > api.MaxStripeSize {
 		return fmt.Errorf("stripe size %s exceeds %d", *sizeArg, uint64(api.MaxStripeSize))
 	}
-	l := api.Layout{StripeCount: int32(*count), StripeSize: uint32(size), StripeOffset: int32(*offset)}
+	var dom uint64
+	if *domArg != "0" {
+		if dom, err = parseSize(*domArg); err != nil {
+			return err
+		}
+		if dom > api.MaxDoMSize {
+			return fmt.Errorf("data-on-MDT size %s exceeds %d", *domArg, api.MaxDoMSize)
+		}
+	}
+	l := api.Layout{StripeCount: int32(*count), StripeSize: uint32(size), StripeOffset: int32(*offset), DoMSize: uint32(dom)}
 	if err := l.ValidateRequest(-1); err != nil {
 		return err
 	}
@@ -162,7 +172,7 @@ func getstripe(w io.Writer, path string) error {
 	raw, err := getxattr(path, api.LayoutXattr)
 	if errors.Is(err, syscall.ENODATA) && st.IsDir() {
 		d := api.DefaultLayout()
-		fmt.Fprintf(w, "%s\nstripe_count:  %d stripe_size:   %d pattern:       raid0 stripe_offset: %d (filesystem default)\n\n", path, d.StripeCount, d.StripeSize, d.StripeOffset)
+		fmt.Fprintf(w, "%s\nstripe_count:  %d stripe_size:   %d pattern:       raid0 stripe_offset: %d dom_size:      %d (filesystem default)\n\n", path, d.StripeCount, d.StripeSize, d.StripeOffset, d.DoMSize)
 		return nil
 	}
 	if err != nil {
@@ -173,7 +183,7 @@ func getstripe(w io.Writer, path string) error {
 		return err
 	}
 	if st.IsDir() {
-		fmt.Fprintf(w, "%s\nstripe_count:  %d stripe_size:   %d pattern:       raid0 stripe_offset: %d\n\n", path, l.StripeCount, l.StripeSize, l.StripeOffset)
+		fmt.Fprintf(w, "%s\nstripe_count:  %d stripe_size:   %d pattern:       raid0 stripe_offset: %d dom_size:      %d\n\n", path, l.StripeCount, l.StripeSize, l.StripeOffset, l.DoMSize)
 		return nil
 	}
 	first := l.StripeOffset
@@ -183,6 +193,9 @@ func getstripe(w io.Writer, path string) error {
 	fmt.Fprintf(w, "%s\nlmm_stripe_count:  %d\nlmm_stripe_size:   %d\nlmm_pattern:       raid0\nlmm_layout_gen:    0\nlmm_stripe_offset: %d\n", path, l.StripeCount, l.StripeSize, first)
 	if l.Pool != "" {
 		fmt.Fprintf(w, "lmm_pool:          %s\n", l.Pool)
+	}
+	if l.DoMSize > 0 {
+		fmt.Fprintf(w, "dom_size:          %d (bytes 0-%d on the metadata target)\n", l.DoMSize, l.DoMSize-1)
 	}
 	fmt.Fprintf(w, "\tobdidx\t\t objid\t\t objid\t\t group\n")
 	for _, o := range l.Objects {

@@ -13,6 +13,8 @@ import (
 //	D<parent><name>   directory entry -> <child ino 8><type 1> (type = mode>>12)
 //	X<ino><name>      extended attribute value
 //	O<ino>            orphan: unlinked but still open; empty value
+//	B<ino>            data-on-MDT: the file's first bytes (up to its
+//	                  Layout.DoMSize), as far as they were written
 //	Q<ino><ost 4>     destroy queue: stripe object (ost, objid=ino) to remove
 //	C<seq>            changelog outbox: JSON api.ChangeRecord, not yet published
 //	M<name>           meta values: next_ino, next_seq, inodes, fsid, format
@@ -21,6 +23,7 @@ const (
 	pfxDent    = 'D'
 	pfxXattr   = 'X'
 	pfxOrphan  = 'O'
+	pfxDoM     = 'B'
 	pfxDestroy = 'Q'
 	pfxChange  = 'C'
 	pfxMeta    = 'M'
@@ -59,6 +62,7 @@ func dentPrefix(parent uint64) []byte           { return key8(pfxDent, parent) }
 func xattrKey(ino uint64, name string) []byte   { return key8s(pfxXattr, ino, name) }
 func xattrPrefix(ino uint64) []byte             { return key8(pfxXattr, ino) }
 func orphanKey(ino uint64) []byte               { return key8(pfxOrphan, ino) }
+func domKey(ino uint64) []byte                  { return key8(pfxDoM, ino) }
 func changeKey(seq uint64) []byte               { return key8(pfxChange, seq) }
 
 func destroyKey(ino uint64, ost uint32) []byte {
@@ -126,17 +130,22 @@ func (in *inode) isLink() bool { return in.Mode&api.ModeType == api.ModeLink }
 //
 //	version 1 | ino 8 | gen 8 | mode 4 | nlink 4 | uid 4 | gid 4 | rdev 4 |
 //	size 8 | atime 8 | mtime 8 | ctime 8 | parent 8 | flags 1 |
-//	[layout] if flags&1 | [default layout] if flags&2 | [target] if flags&4
+//	[layout] if flags&1 | [default layout] if flags&2 | [target] if flags&4 |
+//	[layout's DoM size 4] if flags&8 | [default layout's DoM size 4] if flags&16
 //
 //	layout = count 4 | size 4 | offset 4 | uvarint len + pool |
 //	         uvarint n + n × (ost 4 | objid 8)
 //	target = uvarint len + bytes
+//
+// (The DoM sizes came later: records without them decode as 0.)
 const (
 	inodeVersion   = 1
 	inodeFixedLen  = 1 + 8 + 8 + 4*5 + 8*5 + 1
 	flagLayout     = 1
 	flagDefLayout  = 2
 	flagTarget     = 4
+	flagDoM        = 8
+	flagDefDoM     = 16
 	maxLayoutObjs  = api.MaxStripeCount
 	maxEncodedPool = 255
 )
@@ -166,6 +175,12 @@ func encodeInode(in *inode) []byte {
 	if in.Target != "" {
 		flags |= flagTarget
 	}
+	if in.Layout != nil && in.Layout.DoMSize != 0 {
+		flags |= flagDoM
+	}
+	if in.DefLayout != nil && in.DefLayout.DoMSize != 0 {
+		flags |= flagDefDoM
+	}
 	b = append(b, flags)
 	if in.Layout != nil {
 		b = appendLayout(b, in.Layout)
@@ -176,6 +191,12 @@ func encodeInode(in *inode) []byte {
 	if in.Target != "" {
 		b = binary.AppendUvarint(b, uint64(len(in.Target)))
 		b = append(b, in.Target...)
+	}
+	if flags&flagDoM != 0 {
+		b = binary.BigEndian.AppendUint32(b, in.Layout.DoMSize)
+	}
+	if flags&flagDefDoM != 0 {
+		b = binary.BigEndian.AppendUint32(b, in.DefLayout.DoMSize)
 	}
 	return b
 }
@@ -285,6 +306,20 @@ func decodeInode(b []byte) (*inode, error) {
 	}
 	if flags[0]&flagTarget != 0 {
 		in.Target = string(d.take(d.uvarint(api.MaxSymlinkLen)))
+	}
+	if flags[0]&flagDoM != 0 {
+		if in.Layout == nil {
+			d.bad = true
+		} else {
+			in.Layout.DoMSize = d.u32()
+		}
+	}
+	if flags[0]&flagDefDoM != 0 {
+		if in.DefLayout == nil {
+			d.bad = true
+		} else {
+			in.DefLayout.DoMSize = d.u32()
+		}
 	}
 	if d.bad || len(d.b) != 0 {
 		return nil, api.Errorf(api.CodeCorrupt, "damaged inode record %d", in.Ino)

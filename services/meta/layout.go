@@ -102,6 +102,7 @@ func (s *Server) resolveLayout(want api.Layout, live []api.OSTInfo, objID uint64
 		StripeSize:   want.StripeSize,
 		StripeOffset: int32(objs[0].OST),
 		Pool:         want.Pool,
+		DoMSize:      s.domForNew(want),
 		Objects:      objs,
 	}, nil
 }
@@ -178,6 +179,7 @@ func (s *Server) setLayout(ctx context.Context, ino uint64, want api.Layout, xfl
 				// in flight can never remove what a later layout wrote.
 				objID = t.newObjectID()
 				t.queueDestroy(in.Layout.Objects)
+				t.b.Delete(domKey(in.Ino), nil)
 			}
 			resolved, err := s.resolveLayout(l, live, objID, true)
 			if err != nil {

@@ -627,6 +627,9 @@ func (s *Server) setattr(ctx context.Context, r *api.SetAttrReq) (api.AttrResp, 
 			in.GID = r.GID
 		}
 		if v&api.SetSize != 0 {
+			if err := t.truncateDoM(in, r.Size); err != nil {
+				return err
+			}
 			in.Size = r.Size
 		}
 		switch {

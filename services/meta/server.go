@@ -55,6 +55,8 @@ type Server struct {
 	ost         *api.OSTClient
 	localOSTs   *api.LocalOSTs
 	rr          atomic.Uint32 // rotating first stripe for offset -1
+	// space is the store's free space, for Data-on-MDT (dom.go).
+	space freeSpace
 
 	// Request gate: closing refuses new requests; handlers tracks the
 	// running ones so the store is closed only after they end. Lock order:
@@ -111,6 +113,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		localSlots:    make(chan struct{}, maxInFlight),
 		locks:         deps.Barriers,
 		localOSTs:     deps.OSTs,
+		space:         freeSpace{dir: cfg.DataDir},
 	}
 	if s.locks == nil {
 		s.lockSession = api.NewLockSession(deps.NATS, cfg.FSName, lockTimeout, log)
@@ -348,6 +351,8 @@ func (s *Server) ops() map[string]opFunc {
 		api.OpSync:          handle(s.sync),
 		api.OpStatFS:        handle(s.statfs),
 		api.OpReleaseOrphan: handle(s.releaseOrphan),
+		api.OpDoMWrite:      handle(s.domwrite),
+		api.OpDoMRead:       handle(s.domread),
 	}
 }
 

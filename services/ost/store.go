@@ -709,7 +709,7 @@ func (s *store) read(ctx context.Context, obj uint64, off int64, length int, sha
 }
 
 // punch truncates obj to size (extending it with a hole when larger),
-// creating it if absent.
+// creating it if absent and size is not 0.
 func (s *store) punch(ctx context.Context, obj uint64, size int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -717,8 +717,8 @@ func (s *store) punch(ctx context.Context, obj uint64, size int64) error {
 	mu := s.stripe(obj)
 	mu.Lock()
 	defer mu.Unlock()
-	h, err := s.open(obj, true)
-	if err != nil {
+	h, err := s.open(obj, size > 0)
+	if err != nil || h == nil {
 		return err
 	}
 	defer s.cache.release(h)
