@@ -54,7 +54,40 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		fuseFlags = fuse.FOPEN_NOFLUSH
 	}
+	if h.reads && n.isReg() && n.readOnOpen(ctx) {
+		fuseFlags |= fuse.FOPEN_KEEP_CACHE
+	}
 	return h, fuseFlags, 0
+}
+
+// readOnOpen puts the whole of a small file kept on meta (Data-on-MDT)
+// into the kernel's page cache as it is opened, and reports whether it
+// did; the open then keeps the cache (it is as fresh as a read right
+// after the open), and the read(2) that follows an open almost always
+// needs no FUSE READ: Lustre's DoM read-on-open. Only for a file no other
+// handle of this mount has open and no write of ours is on its way to
+// meta, so the kernel's pages hold nothing newer than meta's bytes. Any
+// failure leaves the reads to READ, which reports it.
+func (n *node) readOnOpen(ctx context.Context) bool {
+	l, err := n.getLayout(ctx)
+	if err != nil {
+		return false
+	}
+	n.mu.Lock()
+	size := int64(n.attr.Size)
+	busy := n.opens > 1 || n.dirty || n.pending != nil || len(n.inflight) > 0
+	n.mu.Unlock()
+	if busy || size == 0 || size > int64(l.DoMSize) {
+		return false
+	}
+	data, err := n.gw.readDoM(ctx, n.ino(), 0, int(size))
+	if err != nil {
+		return false
+	}
+	if len(data) < int(size) { // written only in part: zeros after
+		data = append(data, make([]byte, int(size)-len(data))...)
+	}
+	return n.WriteCache(0, data) == 0
 }
 
 // killSetID clears the set-ID bits a write clears when the caller is not

@@ -20,12 +20,14 @@ import (
 // returns the mount point and its process.
 func (c *upCluster) secondMount(t *testing.T, extra ...string) (string, *proc) {
 	t.Helper()
-	out := c.p.stderr.String()
-	natsURL := regexp.MustCompile(`nats:\s+(\S+)`).FindStringSubmatch(out)
-	etcdURL := regexp.MustCompile(`etcd:\s+(\S+)`).FindStringSubmatch(out)
-	if natsURL == nil || etcdURL == nil {
-		t.Fatalf("stria up did not print its NATS and etcd addresses:\n%s", out)
-	}
+	// The addresses follow the ready line, which may have been read alone.
+	var natsURL, etcdURL []string
+	eventually(t, 10*time.Second, "stria up to print its NATS and etcd addresses", func() bool {
+		out := c.p.stderr.String()
+		natsURL = regexp.MustCompile(`nats:\s+(\S+)`).FindStringSubmatch(out)
+		etcdURL = regexp.MustCompile(`etcd:\s+(\S+)`).FindStringSubmatch(out)
+		return natsURL != nil && etcdURL != nil
+	})
 	mnt := t.TempDir()
 	args := append([]string{"mount", "--nats", natsURL[1], "--etcd", etcdURL[1]}, extra...)
 	p := start(t, "second mount", "mounted", nil, append(args, mnt)...)
@@ -93,6 +95,10 @@ func checkCoherence(t *testing.T, mountFlags []string) {
 	mustWrite(t, inA("d", "f"), []byte("longer now"))
 	statIs(t, "B right after A rewrote f", inB("d", "f"), 10, 0o600)
 	sameBytes(t, "B reads A's bytes", mustRead(t, inB("d", "f")), []byte("longer now"))
+	// Same size, other bytes: B's next open must not keep the pages its
+	// last one filled (read-on-open keeps the kernel's cache).
+	mustWrite(t, inA("d", "f"), []byte("LONGER NOW"))
+	sameBytes(t, "B reads A's rewrite of the same size", mustRead(t, inB("d", "f")), []byte("LONGER NOW"))
 
 	bHolds("d")
 	statIs(t, "B sees f under the lock", inB("d", "f"), 10, 0o600)
