@@ -69,13 +69,15 @@ func TestFsyncSurvivesKill9(t *testing.T) {
 		t.Fatalf("setstripe: %v\n%s", err, out)
 	}
 	files := map[string][]byte{}
-	for i := 0; i < 8; i++ {
-		name := c.path("d", fmt.Sprintf("f%d", i))
-		data := randomData(uint64(30+i), 1<<20+i*70_001)
+	// writeSynced writes a file and fsyncs it, leaving it open on purpose:
+	// the crash comes with files still open.
+	writeSynced := func(name string, data []byte) {
+		t.Helper()
 		f, err := os.Create(name)
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { f.Close() })
 		if _, err := f.Write(data); err != nil {
 			t.Fatal(err)
 		}
@@ -83,26 +85,14 @@ func TestFsyncSurvivesKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 		files[name] = data
-		// Left open on purpose: the crash comes with files still open.
-		defer f.Close()
+	}
+	for i := 0; i < 8; i++ {
+		writeSynced(c.path("d", fmt.Sprintf("f%d", i)), randomData(uint64(30+i), 1<<20+i*70_001))
 	}
 	// Files kept on meta (the default's first 64 KiB), whole or in part.
 	os.Mkdir(c.path("dom"), 0o755)
 	for i, size := range []int{5000, 64 << 10, 100_000} {
-		name := c.path("dom", fmt.Sprintf("f%d", i))
-		data := randomData(uint64(50+i), size)
-		f, err := os.Create(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		files[name] = data
-		defer f.Close()
+		writeSynced(c.path("dom", fmt.Sprintf("f%d", i)), randomData(uint64(50+i), size))
 	}
 	// A rename is durable once its directory is fsynced (POSIX, as on a
 	// local file system: the write-then-rename pattern fsyncs both).
