@@ -14,11 +14,6 @@ const (
 	// MaxStripeSize bounds one stripe (Lustre allows up to 4 GiB; we keep
 	// one stripe within a single OST frame's reach).
 	MaxStripeSize = 4<<30 - StripeSizeUnit
-	// DefaultDoMSize is how much of the start of every file the filesystem
-	// default keeps on the metadata target (Data-on-MDT, as Lustre's
-	// "lfs setstripe -E 64K -L mdt -E -1"): a file that small is one
-	// metadata record, with no OST object to create, open, read or destroy.
-	DefaultDoMSize = 64 << 10
 	// MaxDoMSize bounds a layout's Data-on-MDT region (Lustre's default
 	// dom_stripesize limit).
 	MaxDoMSize = 1 << 20
@@ -64,10 +59,11 @@ type Layout struct {
 	Objects []StripeObject `json:"objects,omitempty"`
 }
 
-// DefaultLayout is the filesystem default: the first 64 KiB on the
-// metadata target, the rest in 1 stripe of 1 MiB on any OST.
+// DefaultLayout is the filesystem default: 1 stripe of 1 MiB, any OST, no
+// Data-on-MDT (as Lustre's: a region pays for files that outgrow it, so it
+// is set where small files live).
 func DefaultLayout() Layout {
-	return Layout{StripeCount: DefaultStripeCount, StripeSize: DefaultStripeSize, StripeOffset: -1, DoMSize: DefaultDoMSize}
+	return Layout{StripeCount: DefaultStripeCount, StripeSize: DefaultStripeSize, StripeOffset: -1}
 }
 
 // ValidateRequest checks a layout as a user asked for it (setstripe), given

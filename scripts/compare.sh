@@ -335,6 +335,9 @@ start_stria() {
 	on_teardown stop_pid "$LAST_PID" 60
 	wait_for "stria mount (second client)" 60 "$LAST_PID" is_mounted "$MNT2"
 	mkdir -p "$MNT/bench/big"
+	# Small files keep their data on meta (Data-on-MDT), as a Lustre
+	# administrator sets it for a small-file tree; large files stripe 4 ways.
+	"$CACHE/stria" setstripe -c 1 -S 1M --dom 64K "$MNT/bench"
 	"$CACHE/stria" setstripe -c 4 -S 1M "$MNT/bench/big"
 	"$CACHE/stria" getstripe "$MNT/bench/big" >"$LOGDIR/getstripe.txt" 2>&1 || true
 	BENCH=$MNT/bench BENCH2=$MNT2/bench
@@ -784,9 +787,11 @@ cat >"$RES/notes.md" <<'EOF'
   options of `tests/bench_test.go`: 1 MiB max_write, splice off, FUSE
   passthrough off, 1 s entry/attribute timeouts); a second loopback mount of
   the same directory serves the two-mount IOR shape.
-- **Stria**: `stria up --osts 4` on the pass's file system, the directory of
-  the large-file workloads set to `stria setstripe -c 4 -S 1M`; a second
-  client is `stria mount` against the same NATS and etcd.
+- **Stria**: `stria up --osts 4` on the pass's file system, the benchmark
+  directory set to `stria setstripe -c 1 -S 1M --dom 64K` (each file's first
+  64 KiB on meta: Data-on-MDT, as for a Lustre small-file tree) and the
+  directory of the large-file workloads to `stria setstripe -c 4 -S 1M`; a
+  second client is `stria mount` against the same NATS and etcd.
 - **MooseFS 3**: 1 master and 4 chunkservers (Debian defaults but root user,
   nice 0), goal 1 and trash time 0 set on the root. MooseFS refuses
   chunkservers on 127.x, so master and chunkservers run in a network

@@ -99,6 +99,18 @@ func checkCoherence(t *testing.T, mountFlags []string) {
 	// last one filled (read-on-open keeps the kernel's cache).
 	mustWrite(t, inA("d", "f"), []byte("LONGER NOW"))
 	sameBytes(t, "B reads A's rewrite of the same size", mustRead(t, inB("d", "f")), []byte("LONGER NOW"))
+	// The same for a file kept on meta, whose bytes B's opens put in its
+	// kernel's cache (DoM read-on-open).
+	if err := os.Mkdir(inA("dom"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := stria(t, "setstripe", "-c", "1", "--dom", "64K", inA("dom")); err != nil {
+		t.Fatalf("setstripe: %v\n%s", err, out)
+	}
+	mustWrite(t, inA("dom", "f"), []byte("first"))
+	sameBytes(t, "B reads A's file kept on meta", mustRead(t, inB("dom", "f")), []byte("first"))
+	mustWrite(t, inA("dom", "f"), []byte("FIRST"))
+	sameBytes(t, "B reads A's same-size rewrite kept on meta", mustRead(t, inB("dom", "f")), []byte("FIRST"))
 
 	bHolds("d")
 	statIs(t, "B sees f under the lock", inB("d", "f"), 10, 0o600)

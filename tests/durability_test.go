@@ -89,8 +89,11 @@ func TestFsyncSurvivesKill9(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		writeSynced(c.path("d", fmt.Sprintf("f%d", i)), randomData(uint64(30+i), 1<<20+i*70_001))
 	}
-	// Files kept on meta (the default's first 64 KiB), whole or in part.
+	// Files kept on meta (their first 64 KiB), whole or in part.
 	os.Mkdir(c.path("dom"), 0o755)
+	if out, err := stria(t, "setstripe", "-c", "1", "--dom", "64K", c.path("dom")); err != nil {
+		t.Fatalf("setstripe: %v\n%s", err, out)
+	}
 	for i, size := range []int{5000, 64 << 10, 100_000} {
 		writeSynced(c.path("dom", fmt.Sprintf("f%d", i)), randomData(uint64(50+i), size))
 	}

@@ -325,9 +325,10 @@ func TestPOSIX(t *testing.T) {
 	})
 
 	t.Run("DataOnMDT", func(t *testing.T) {
-		// The filesystem default keeps each file's first 64 KiB on meta:
-		// a small file has no OST object at all.
+		// A directory set to keep each file's first 64 KiB on meta: a
+		// small file there has no OST object at all.
 		d := dir(t)
+		setstripe(t, "-c", "1", "--dom", "64K", d)
 		objects := func() int {
 			n := 0
 			for i := 0; i < c.osts; i++ {
@@ -339,8 +340,8 @@ func TestPOSIX(t *testing.T) {
 		small := filepath.Join(d, "small")
 		data := randomData(60, 5000)
 		mustWrite(t, small, data)
-		if l := layoutOf(t, small); l.DoMSize != api.DefaultDoMSize {
-			t.Fatalf("layout %v: want the default's %d bytes on meta", l, api.DefaultDoMSize)
+		if l := layoutOf(t, small); l.DoMSize != 64<<10 {
+			t.Fatalf("layout %v: want its directory's 64 KiB on meta", l)
 		}
 		if out, err := stria(t, "getstripe", small); err != nil || !strings.Contains(out, "dom_size:          65536") {
 			t.Fatalf("getstripe: %v\n%s", err, out)

@@ -25,13 +25,25 @@ func (h *harness) domRecord(ino uint64) []byte {
 	return v
 }
 
+// domRegionSize is the region size the tests' directories ask for.
+const domRegionSize = 64 << 10
+
+// mkdomdir makes a directory whose new files keep their first 64 KiB here.
+func (h *harness) mkdomdir(parent uint64, name string) uint64 {
+	h.tb.Helper()
+	d := h.mkdir(parent, name)
+	h.must(api.OpSetLayout, api.LayoutReq{Ino: d, Layout: api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: -1, DoMSize: domRegionSize}}, nil)
+	return d
+}
+
 func TestDataOnMDT(t *testing.T) {
 	h := newHarness(t, 2)
-	f := h.mkfile(api.RootIno, "f")
+	dd := h.mkdomdir(api.RootIno, "dom")
+	f := h.mkfile(dd, "f")
 	var lr api.LayoutResp
 	h.must(api.OpGetLayout, api.LayoutReq{Ino: f}, &lr)
-	if lr.Layout.DoMSize != api.DefaultDoMSize || len(lr.Layout.Objects) != 1 {
-		t.Fatalf("new file's layout %v: want the default's %d bytes on meta and 1 object", lr.Layout, api.DefaultDoMSize)
+	if lr.Layout.DoMSize != domRegionSize || len(lr.Layout.Objects) != 1 {
+		t.Fatalf("new file's layout %v: want its directory's %d bytes on meta and 1 object", lr.Layout, domRegionSize)
 	}
 
 	// Writes land where they say, gaps read as nothing stored (zeros to
@@ -53,7 +65,7 @@ func TestDataOnMDT(t *testing.T) {
 	}
 
 	// The last byte of the region can be written; one past it cannot.
-	last := int64(api.DefaultDoMSize - 1)
+	last := int64(domRegionSize - 1)
 	h.must(api.OpDoMWrite, api.DoMWriteReq{Ino: f, Off: last, Data: []byte{7}}, nil)
 	d := h.mkdir(api.RootIno, "d")
 	big := make([]byte, api.MaxDoMRequest+1)
@@ -73,9 +85,9 @@ func TestDataOnMDT(t *testing.T) {
 		t.Fatalf("refused requests changed the region: last byte %v", got)
 	}
 
-	// A file laid out without a region refuses region I/O.
+	// A file laid out without a region (the filesystem default) refuses
+	// region I/O.
 	plain := h.mkfile(api.RootIno, "plain")
-	h.must(api.OpSetLayout, api.LayoutReq{Ino: plain, Layout: api.Layout{StripeCount: 1, StripeSize: 1 << 20, StripeOffset: -1}}, nil)
 	if err := h.call(api.OpDoMWrite, api.DoMWriteReq{Ino: plain, Off: 0, Data: []byte{1}}, nil); codeOf(err) != api.CodeInvalid {
 		t.Fatalf("domwrite to a file without a region: %v, want invalid", err)
 	}
@@ -106,13 +118,13 @@ func TestDataOnMDT(t *testing.T) {
 
 	// The record goes with the inode: at the last unlink, or when an
 	// orphan kept open is released.
-	h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "f"}, nil)
+	h.must(api.OpUnlink, api.UnlinkReq{Parent: dd, Name: "f"}, nil)
 	if got := h.domRecord(f); got != nil {
 		t.Fatalf("region of an unlinked file: %q", got)
 	}
-	g := h.mkfile(api.RootIno, "g")
+	g := h.mkfile(dd, "g")
 	h.must(api.OpDoMWrite, api.DoMWriteReq{Ino: g, Off: 0, Data: []byte("open")}, nil)
-	h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "g", KeepOpen: true}, nil)
+	h.must(api.OpUnlink, api.UnlinkReq{Parent: dd, Name: "g", KeepOpen: true}, nil)
 	if got := h.domRead(g, 0, 4); string(got) != "open" {
 		t.Fatalf("an open orphan's region: %q", got)
 	}
@@ -153,7 +165,8 @@ func TestInodeCodecDoM(t *testing.T) {
 // nothing; metadata itself still works.
 func TestDataOnMDTNearlyFull(t *testing.T) {
 	h := newHarness(t, 1)
-	f := h.mkfile(api.RootIno, "f")
+	dd := h.mkdomdir(api.RootIno, "dom")
+	f := h.mkfile(dd, "f")
 	h.must(api.OpDoMWrite, api.DoMWriteReq{Ino: f, Off: 0, Data: []byte("kept")}, nil)
 	h.restart(func(s *Server) {
 		// A reading that stays fresh for the whole test.
@@ -166,7 +179,7 @@ func TestDataOnMDTNearlyFull(t *testing.T) {
 	if got := h.domRead(f, 0, 4); string(got) != "kept" {
 		t.Fatalf("refused write changed the region: %q", got)
 	}
-	g := h.mkfile(api.RootIno, "g")
+	g := h.mkfile(dd, "g")
 	var lr api.LayoutResp
 	h.must(api.OpGetLayout, api.LayoutReq{Ino: g}, &lr)
 	if lr.Layout.DoMSize != 0 || len(lr.Layout.Objects) != 1 {
