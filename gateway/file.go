@@ -32,8 +32,10 @@ func (n *node) opened(flags uint32) *handle {
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	var l *api.Layout // a regular file's
 	if n.isReg() {
-		if _, err := n.getLayout(ctx); err != nil {
+		var err error
+		if l, err = n.getLayout(ctx); err != nil {
 			return nil, 0, n.gw.errno("open", err)
 		}
 		// Close-to-open at the least: see the size others flushed.
@@ -54,7 +56,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
 		fuseFlags = fuse.FOPEN_NOFLUSH
 	}
-	if h.reads && n.isReg() && n.readOnOpen(ctx) {
+	if h.reads && l != nil && n.readOnOpen(ctx, l) {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	return h, fuseFlags, 0
@@ -68,11 +70,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // handle of this mount has open and no write of ours is on its way to
 // meta, so the kernel's pages hold nothing newer than meta's bytes. Any
 // failure leaves the reads to READ, which reports it.
-func (n *node) readOnOpen(ctx context.Context) bool {
-	l, err := n.getLayout(ctx)
-	if err != nil {
-		return false
-	}
+func (n *node) readOnOpen(ctx context.Context, l *api.Layout) bool {
 	n.mu.Lock()
 	size := int64(n.attr.Size)
 	busy := n.opens > 1 || n.dirty || n.pending != nil || len(n.inflight) > 0
