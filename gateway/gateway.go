@@ -179,6 +179,14 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	return g, nil
 }
 
+// dropPages has the kernel drop its cached pages of ino's bytes [off,
+// off+n).
+func (g *Gateway) dropPages(ino uint64, off, n int64) {
+	if srv := g.server.Load(); srv != nil {
+		srv.InodeNotify(ino, off, n)
+	}
+}
+
 // invalidateKernel has the kernel drop names and attributes that dropped
 // locks covered.
 // covered. The kernel's node ids are the inode numbers (ExternalNodeID);

@@ -428,7 +428,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		out.Attr.Size = 0
 	}
-	return inode, ch.opened(flags), 0, 0
+	return inode, ch.opened(flags), openFlags(flags), 0
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

@@ -302,6 +302,106 @@ func TestPOSIX(t *testing.T) {
 		}
 	})
 
+	t.Run("WriteOnlyHandles", func(t *testing.T) {
+		// A write-only handle writes around the kernel's page cache
+		// (FOPEN_DIRECT_IO). Strided writers of one file through their own
+		// write-only handles (IOR-hard), whose writes run in parallel.
+		p := filepath.Join(dir(t), "shared")
+		setstripe(t, "-c", "4", "-S", "64K", p)
+		const rec, records = 47008, 96
+		want := make([]byte, rec*records)
+		var wg sync.WaitGroup
+		errs := make(chan error, 2)
+		for w := range 2 {
+			wg.Go(func() {
+				f, err := os.OpenFile(p, os.O_WRONLY, 0)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for k := w; k < records; k += 2 {
+					d := randomData(uint64(k), rec)
+					copy(want[k*rec:], d) // writers own disjoint records
+					if _, err := f.WriteAt(d, int64(k*rec)); err != nil {
+						errs <- err
+						break
+					}
+				}
+				if err := f.Sync(); err != nil {
+					errs <- err
+				}
+				if err := f.Close(); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		sameBytes(t, "strided records", mustRead(t, p), want)
+
+		// Pages that a reading handle and a mapping of the file hold are
+		// dropped by every write through a write-only handle: each write is
+		// read back at once through both.
+		r, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		m, err := unix.Mmap(int(r.Fd()), 0, len(want), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Munmap(m)
+		if _, err := io.ReadFull(r, make([]byte, len(want))); err != nil {
+			t.Fatal(err)
+		}
+		sameBytes(t, "mapped before the writes", m, want)
+		wo, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer wo.Close()
+		// Meanwhile another reader keeps touching the same pages through
+		// the mapping (faults, which unlike read(2) do not check the
+		// mtime), so that pages come back into the cache while the writes
+		// are on their way.
+		stop := make(chan struct{})
+		var readers sync.WaitGroup
+		readers.Go(func() {
+			var sum byte
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for o := 10 * rec; o < 13*rec; o += 4096 {
+					sum += m[o]
+				}
+			}
+		})
+		defer func() { close(stop); readers.Wait() }()
+		got := make([]byte, 3*rec)
+		for i := range 200 {
+			off := 10*rec + i*313%rec
+			d := randomData(uint64(5000+i), 2*rec-i)
+			copy(want[off:], d)
+			if _, err := wo.WriteAt(d, int64(off)); err != nil {
+				t.Fatal(err)
+			}
+			// The mapping first: a read(2) would have the kernel check the
+			// file's mtime, and drop all its pages when it moved.
+			sameBytes(t, fmt.Sprintf("mapping after write %d", i), m[10*rec:13*rec], want[10*rec:13*rec])
+			if _, err := r.ReadAt(got, 10*rec); err != nil {
+				t.Fatal(err)
+			}
+			sameBytes(t, fmt.Sprintf("read after write %d", i), got, want[10*rec:13*rec])
+		}
+	})
+
 	t.Run("TruncateAcrossStripes", func(t *testing.T) {
 		p := filepath.Join(dir(t), "tr")
 		setstripe(t, "-c", "4", "-S", "64K", p)
