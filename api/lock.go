@@ -22,8 +22,6 @@ package api
 // locks granted by the previous instance have lapsed before anything they
 // cover can change.
 
-import "regexp"
-
 // Lock service operations, each on LockSubject(fsname, op).
 const (
 	LockOpPing    = "ping"
@@ -51,12 +49,16 @@ func LockCallbackSubject(fsname, client string) string {
 // request: meta's change barrier leaves that client's own locks in place.
 const HeaderClient = "Stria-Client"
 
-var clientIDPattern = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
-
 // ValidClientID reports whether id can name a lock client (it is a NATS
-// subject token).
+// subject token): 1 to 64 of a-z, 0-9 and -. Meta checks it on every
+// namespace change, so by hand: a regexp was 1.5 % of a create's CPU.
 func ValidClientID(id string) error {
-	if !clientIDPattern.MatchString(id) {
+	ok := len(id) >= 1 && len(id) <= 64
+	for i := 0; ok && i < len(id); i++ {
+		c := id[i]
+		ok = 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-'
+	}
+	if !ok {
 		return Errorf(CodeInvalid, "lock client id %q: 1 to 64 of a-z, 0-9 and -", id)
 	}
 	return nil

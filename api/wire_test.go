@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -171,5 +172,18 @@ func TestDecodeChangeRecords(t *testing.T) {
 	bad := append(append([]byte{}, msg...), `{"seq":9,`...)
 	if _, err := DecodeChangeRecords(bad); CodeOf(err) != CodeInvalid {
 		t.Fatalf("a cut record: %v, want invalid", err)
+	}
+}
+
+func TestValidClientID(t *testing.T) {
+	for _, id := range []string{"a", "0", "mount-3f2a", strings.Repeat("z", 64)} {
+		if err := ValidClientID(id); err != nil {
+			t.Errorf("%q: %v", id, err)
+		}
+	}
+	for _, id := range []string{"", strings.Repeat("z", 65), "Mount", "a_b", "a.b", "a b", "a*", "é"} {
+		if err := ValidClientID(id); CodeOf(err) != CodeInvalid {
+			t.Errorf("%q: got %v, want an invalid-argument error", id, err)
+		}
 	}
 }
