@@ -188,8 +188,7 @@ func (g *Gateway) dropPages(ino uint64, off, n int64) {
 }
 
 // invalidateKernel has the kernel drop names and attributes that dropped
-// locks covered.
-// covered. The kernel's node ids are the inode numbers (ExternalNodeID);
+// locks covered. The kernel's node ids are the inode numbers (ExternalNodeID);
 // a name or inode the kernel no longer holds is nothing to drop (ENOENT).
 func (g *Gateway) invalidateKernel(drops []dropped) {
 	srv := g.server.Load()

@@ -334,14 +334,11 @@ start_stria() {
 	start_bg "$LOGDIR/stria-mount2.log" "$CACHE/stria" mount --nats "$nats" --etcd "$etcd" --log-level warn "$MNT2"
 	on_teardown stop_pid "$LAST_PID" 60
 	wait_for "stria mount (second client)" 60 "$LAST_PID" is_mounted "$MNT2"
-	mkdir -p "$MNT/bench/big" "$MNT/bench/ior-hard" "$MNT/bench/ior-hard-2m"
+	mkdir -p "$MNT/bench/big"
 	# Small files keep their data on meta (Data-on-MDT), as a Lustre
-	# administrator sets it for a small-file tree; large files, and the
-	# shared file of IOR-hard (IO500 stripes ior_hard wide), stripe 4 ways.
+	# administrator sets it for a small-file tree; large files stripe 4 ways.
 	"$CACHE/stria" setstripe -c 1 -S 1M --dom 64K "$MNT/bench"
-	for d in big ior-hard ior-hard-2m; do
-		"$CACHE/stria" setstripe -c 4 -S 1M "$MNT/bench/$d"
-	done
+	"$CACHE/stria" setstripe -c 4 -S 1M "$MNT/bench/big"
 	"$CACHE/stria" getstripe "$MNT/bench/big" >"$LOGDIR/getstripe.txt" 2>&1 || true
 	BENCH=$MNT/bench BENCH2=$MNT2/bench
 }
@@ -793,9 +790,8 @@ cat >"$RES/notes.md" <<'EOF'
 - **Stria**: `stria up --osts 4` on the pass's file system, the benchmark
   directory set to `stria setstripe -c 1 -S 1M --dom 64K` (each file's first
   64 KiB on meta: Data-on-MDT, as for a Lustre small-file tree) and the
-  directories of the large-file workloads and of IOR-hard's shared file (as
-  IO500 stripes ior_hard wide) to `stria setstripe -c 4 -S 1M`; a second
-  client is `stria mount` against the same NATS and etcd.
+  directory of the large-file workloads to `stria setstripe -c 4 -S 1M`; a
+  second client is `stria mount` against the same NATS and etcd.
 - **MooseFS 3**: 1 master and 4 chunkservers (Debian defaults but root user,
   nice 0), goal 1 and trash time 0 set on the root. MooseFS refuses
   chunkservers on 127.x, so master and chunkservers run in a network

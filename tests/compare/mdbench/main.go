@@ -402,9 +402,7 @@ func (b *bench) small(base string, n int) {
 // interleaved with the others' into one shared file, fsyncs and closes; then
 // every reader reads back, verified, the records of the next writer. With
 // base2 (the same directory through another mount) the odd workers go
-// through it, so each reader reads what the other client wrote. base may
-// exist already, set up by the caller (compare.sh sets Stria's striping);
-// it is removed at the end.
+// through it, so each reader reads what the other client wrote.
 func (b *bench) ior(label, base, base2 string, records int) {
 	if !mkdirs(base) {
 		b.fail("%s: cannot create %s", label, base)
