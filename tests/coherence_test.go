@@ -104,9 +104,7 @@ func checkCoherence(t *testing.T, mountFlags []string) {
 	if err := os.Mkdir(inA("dom"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := stria(t, "setstripe", "-c", "1", "--dom", "64K", inA("dom")); err != nil {
-		t.Fatalf("setstripe: %v\n%s", err, out)
-	}
+	setstripe(t, "-c", "1", "--dom", "64K", inA("dom"))
 	mustWrite(t, inA("dom", "f"), []byte("first"))
 	sameBytes(t, "B reads A's file kept on meta", mustRead(t, inB("dom", "f")), []byte("first"))
 	mustWrite(t, inA("dom", "f"), []byte("FIRST"))

@@ -54,9 +54,7 @@ func TestSeparateProcesses(t *testing.T) {
 	}
 
 	p := filepath.Join(mnt, "two")
-	if out, err := stria(t, "setstripe", "-c", "2", "-S", "64K", p); err != nil {
-		t.Fatalf("setstripe: %v\n%s", err, out)
-	}
+	setstripe(t, "-c", "2", "-S", "64K", p)
 	data := randomData(60, 5<<20+3)
 	mustWrite(t, p, data)
 	sameBytes(t, "2-stripe file", mustRead(t, p), data)

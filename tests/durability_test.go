@@ -30,9 +30,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 	must(os.Link(c.path("a", "b", "file"), c.path("a", "hard")))
 	must(unix.Setxattr(c.path("a"), "user.project", []byte("genomics"), 0))
 	must(os.Chown(c.path("a", "b", "c"), 42, 43))
-	if out, err := stria(t, "setstripe", "-c", "3", "-S", "256K", c.path("a", "b")); err != nil {
-		t.Fatalf("setstripe: %v\n%s", err, out)
-	}
+	setstripe(t, "-c", "3", "-S", "256K", c.path("a", "b"))
 	mustWrite(t, c.path("a", "b", "striped"), data)
 
 	c.restart()
@@ -65,9 +63,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 func TestFsyncSurvivesKill9(t *testing.T) {
 	c := startUp(t, "", 4)
 	os.Mkdir(c.path("d"), 0o755)
-	if out, err := stria(t, "setstripe", "-c", "4", "-S", "64K", c.path("d")); err != nil {
-		t.Fatalf("setstripe: %v\n%s", err, out)
-	}
+	setstripe(t, "-c", "4", "-S", "64K", c.path("d"))
 	files := map[string][]byte{}
 	// writeSynced writes a file and fsyncs it, leaving it open on purpose:
 	// the crash comes with files still open.
@@ -91,9 +87,7 @@ func TestFsyncSurvivesKill9(t *testing.T) {
 	}
 	// Files kept on meta (their first 64 KiB), whole or in part.
 	os.Mkdir(c.path("dom"), 0o755)
-	if out, err := stria(t, "setstripe", "-c", "1", "--dom", "64K", c.path("dom")); err != nil {
-		t.Fatalf("setstripe: %v\n%s", err, out)
-	}
+	setstripe(t, "-c", "1", "--dom", "64K", c.path("dom"))
 	for i, size := range []int{5000, 64 << 10, 100_000} {
 		writeSynced(c.path("dom", fmt.Sprintf("f%d", i)), randomData(uint64(50+i), size))
 	}
@@ -134,9 +128,7 @@ func TestFsyncSurvivesKill9(t *testing.T) {
 func TestCorruptBlockGivesEIO(t *testing.T) {
 	c := startUp(t, "", 2, "--log-level", "info")
 	p := c.path("victim")
-	if out, err := stria(t, "setstripe", "-c", "1", "-i", "1", p); err != nil {
-		t.Fatalf("setstripe: %v\n%s", err, out)
-	}
+	setstripe(t, "-c", "1", "-i", "1", p)
 	data := randomData(40, 1<<20)
 	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if err != nil {

@@ -26,9 +26,7 @@ import (
 func TestStripedFileRoundTrip(t *testing.T) {
 	c := startUp(t, "", 4)
 	path := c.path("big")
-	if out, err := stria(t, "setstripe", "-c", "4", "-S", "1M", path); err != nil {
-		t.Fatalf("setstripe: %v\n%s", err, out)
-	}
+	setstripe(t, "-c", "4", "-S", "1M", path)
 	const size = 256 << 20
 	data := randomData(1, size)
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
@@ -91,11 +89,6 @@ func TestPOSIX(t *testing.T) {
 			t.Fatal(err)
 		}
 		return d
-	}
-	setstripe := func(t *testing.T, args ...string) {
-		if out, err := stria(t, append([]string{"setstripe"}, args...)...); err != nil {
-			t.Fatalf("setstripe %v: %v\n%s", args, err, out)
-		}
 	}
 	errnoIs := func(t *testing.T, what string, err error, want syscall.Errno) {
 		t.Helper()
@@ -193,26 +186,7 @@ func TestPOSIX(t *testing.T) {
 		}
 		defer f.Close()
 		const rec, records = 4701, 400
-		want := make([]byte, rec*records)
-		var wg sync.WaitGroup
-		errs := make(chan error, 2)
-		for w := range 2 {
-			wg.Go(func() {
-				for k := w; k < records; k += 2 {
-					d := randomData(uint64(k), rec)
-					copy(want[k*rec:], d) // writers own disjoint records
-					if _, err := f.WriteAt(d, int64(k*rec)); err != nil {
-						errs <- err
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
+		want := writeStrided(t, []io.WriterAt{f, f}, rec, records)
 		readAt := func(what string, off, n int) {
 			t.Helper()
 			got := make([]byte, n)
@@ -309,36 +283,23 @@ func TestPOSIX(t *testing.T) {
 		p := filepath.Join(dir(t), "shared")
 		setstripe(t, "-c", "4", "-S", "64K", p)
 		const rec, records = 47008, 96
-		want := make([]byte, rec*records)
-		var wg sync.WaitGroup
-		errs := make(chan error, 2)
-		for w := range 2 {
-			wg.Go(func() {
-				f, err := os.OpenFile(p, os.O_WRONLY, 0)
-				if err != nil {
-					errs <- err
-					return
-				}
-				for k := w; k < records; k += 2 {
-					d := randomData(uint64(k), rec)
-					copy(want[k*rec:], d) // writers own disjoint records
-					if _, err := f.WriteAt(d, int64(k*rec)); err != nil {
-						errs <- err
-						break
-					}
-				}
-				if err := f.Sync(); err != nil {
-					errs <- err
-				}
-				if err := f.Close(); err != nil {
-					errs <- err
-				}
-			})
+		var writers []*os.File
+		for range 2 {
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			writers = append(writers, f)
 		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
+		want := writeStrided(t, []io.WriterAt{writers[0], writers[1]}, rec, records)
+		for _, f := range writers {
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		sameBytes(t, "strided records", mustRead(t, p), want)
 

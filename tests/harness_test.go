@@ -240,6 +240,14 @@ func stria(t testing.TB, args ...string) (string, error) {
 	return string(out), err
 }
 
+// setstripe runs `stria setstripe ARGS` and fails the test if it fails.
+func setstripe(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := stria(t, append([]string{"setstripe"}, args...)...); err != nil {
+		t.Fatalf("setstripe %v: %v\n%s", args, err, out)
+	}
+}
+
 // eventually polls cond until it holds or the bound passes.
 func eventually(t testing.TB, bound time.Duration, what string, cond func() bool) {
 	t.Helper()

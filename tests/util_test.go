@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stria/stria/api"
@@ -169,4 +171,32 @@ func hex16(v uint64) string {
 		v >>= 4
 	}
 	return string(b)
+}
+
+// writeStrided has writer w of ws write, all at once, records w,
+// w+len(ws), w+2*len(ws), … of rec bytes each (random, seeded by the
+// record's number), records in all, and returns the bytes written.
+func writeStrided(t *testing.T, ws []io.WriterAt, rec, records int) []byte {
+	t.Helper()
+	want := make([]byte, rec*records)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ws))
+	for w, f := range ws {
+		wg.Go(func() {
+			for k := w; k < records; k += len(ws) {
+				d := randomData(uint64(k), rec)
+				copy(want[k*rec:], d) // writers own disjoint records
+				if _, err := f.WriteAt(d, int64(k*rec)); err != nil {
+					errs <- fmt.Errorf("writer %d, record %d: %w", w, k, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	return want
 }
