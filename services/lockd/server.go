@@ -149,6 +149,13 @@ func (s *Server) Run(ctx context.Context) error {
 		if err := svc.Stop(); err != nil {
 			s.log.Warn("stopping NATS service", "err", err)
 		}
+		// The unsubscriptions are on their way; a round trip makes sure
+		// the server has them, so that once Run returns no request reaches
+		// this instance (a restarted lockd's clients met this one's
+		// "stopping" after it had returned).
+		if err := s.nc.Flush(); err != nil {
+			s.log.Warn("stopping NATS service", "err", err)
+		}
 		gate.Lock()
 		closing = true
 		gate.Unlock()
