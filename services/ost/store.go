@@ -58,6 +58,8 @@ type store struct {
 	// noXattr is set once the file system refuses user extended
 	// attributes: new objects get sidecars (checksums.go).
 	noXattr atomic.Bool
+	// edgeReads counts blocks a write read back to merge with (for tests).
+	edgeReads atomic.Uint64
 }
 
 // objDir tracks whether a directory has entries not yet made durable.
@@ -158,6 +160,9 @@ type handle struct {
 	// synced: the object may hold data made durable (it was synced, or
 	// opened from disk).
 	synced atomic.Bool
+	// edges: blocks partly written, remembered (edges.go). Guarded by the
+	// object's stripe lock, held exclusively.
+	edges edgeMemory
 
 	// Guarded by handleCache.mu.
 	refs int
@@ -392,11 +397,16 @@ func writeCRCHeader(f *os.File, obj uint64) error {
 }
 
 func fileSize(f *os.File) (int64, error) {
+	st, err := fileStat(f)
+	return st.Size, err
+}
+
+func fileStat(f *os.File) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return 0, fmt.Errorf("stat %s: %w", f.Name(), err)
+		return st, fmt.Errorf("stat %s: %w", f.Name(), err)
 	}
-	return st.Size, nil
+	return st, nil
 }
 
 // corrupt logs a failed block and returns the wire error.
@@ -489,13 +499,15 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 		return 0, err
 	}
 	defer s.cache.release(h)
-	size, err := fileSize(h.data)
+	st, err := fileStat(h.data)
 	if err != nil {
 		return 0, err
 	}
+	size := st.Size
 	if len(p) == 0 {
 		return size, s.syncIf(h, durable)
 	}
+	h.edges.current(&st)
 	end := off + int64(len(p))
 	first, last := off/BlockSize, (end-1)/BlockSize
 	nb := last - first + 1
@@ -504,7 +516,19 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 	defer s.bufs.put(slotsBuf)
 	slots := *slotsBuf
 
-	// Edge blocks the write does not cover fully: read, verify, merge.
+	// Until the write is done, what the handle remembers of its blocks may
+	// be out of date: forget it all unless the write succeeds.
+	done := false
+	defer func() {
+		if !done {
+			h.edges.forgetAll()
+		}
+	}()
+
+	// Edge blocks the write does not cover fully: patch the checksum of a
+	// block known to hold zeros where the write lands (edges.go); else
+	// read, verify, merge.
+	var edges [2]edgeBlock
 	var edgeBufs [2]*[]byte
 	defer func() {
 		for _, b := range edgeBufs {
@@ -522,23 +546,37 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 		if off <= bStart && end >= bStart+BlockSize {
 			continue // fully covered
 		}
-		eb := s.bufs.get(BlockSize)
-		edgeBufs[i] = eb
-		buf := *eb
-		if bStart < size {
+		lo, hi := max(off, bStart)-bStart, min(end, bStart+BlockSize)-bStart
+		part := p[bStart+lo-off : bStart+hi-off]
+		e := &edges[i]
+		switch {
+		case bStart >= size:
+			// Past the end: zeros until now.
+			*e = edgeBlock{crc: patchCRC(zeroBlockCRC, int(lo), part), zeros: [maxZeroRuns][2]int32{{0, BlockSize}}, runs: 1}
+		default:
 			if err := h.sums.read(b, oldSlot[:]); err != nil {
 				return 0, err
 			}
+			if known := h.edges.lookup(b, int32(lo), int32(hi), oldSlot[:]); known != nil {
+				*e = *known
+				e.crc, e.hole = patchCRC(known.crc, int(lo), part), false
+				break
+			}
+			s.edgeReads.Add(1)
+			eb := s.bufs.get(BlockSize)
+			edgeBufs[i] = eb
+			buf := *eb
 			if err := s.readBlock(h, b, size, buf, oldSlot[:]); err != nil {
 				return 0, err
 			}
-		} else {
-			clear(buf)
+			copy(buf[lo:hi], part)
+			*e = edgeBlock{crc: blockCRC(buf)}
+			if tail := size - bStart; tail < BlockSize {
+				e.zeros[0], e.runs = [2]int32{int32(tail), BlockSize}, 1
+			}
 		}
-		lo := max(off, bStart)
-		hi := min(end, bStart+BlockSize)
-		copy(buf[lo-bStart:hi-bStart], p[lo-off:hi-off])
-		putSlot(slots[(b-first)*slotSize:], blockCRC(buf))
+		e.written(int32(lo), int32(hi))
+		putSlot(slots[(b-first)*slotSize:], e.crc)
 	}
 	for b := first; b <= last; b++ {
 		bStart := b * BlockSize
@@ -580,6 +618,16 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 	if err := h.sums.write(first, slots); err != nil {
 		return 0, err
 	}
+	h.edges.forget(first, last)
+	for b := max(blocksFor(size), first-maxGapBlocks); b < first; b++ {
+		h.edges.remember(b, holeBlock) // between the old end and this write
+	}
+	h.edges.remember(first, edges[0])
+	if last != first {
+		h.edges.remember(last, edges[1])
+	}
+	h.edges.remembered(h.data)
+	done = true
 	return max(size, end), s.syncIf(h, durable)
 }
 
@@ -722,6 +770,7 @@ func (s *store) punch(ctx context.Context, obj uint64, size int64) error {
 		return err
 	}
 	defer s.cache.release(h)
+	h.edges.forgetAll()
 	old, err := fileSize(h.data)
 	if err != nil {
 		return err
