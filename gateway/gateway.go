@@ -34,7 +34,9 @@ type Config struct {
 	Mountpoint string `json:"mount"`
 	FSName     string `json:"fsname"`
 	// EntryTimeout and AttrTimeout are how long the kernel may cache
-	// names and attributes.
+	// names and attributes that no lock this mount holds covers. Nothing
+	// tells the kernel when another mount changes those, so anything but
+	// 0 (the default) gives up coherence between mounts for that long.
 	EntryTimeout time.Duration `json:"entry-timeout"`
 	AttrTimeout  time.Duration `json:"attr-timeout"`
 	// LockedTimeout is how long the kernel may cache names and attributes
@@ -60,8 +62,6 @@ type Config struct {
 func NewConfig() Config {
 	return Config{
 		FSName:        "stria",
-		EntryTimeout:  time.Second,
-		AttrTimeout:   time.Second,
 		LockedTimeout: time.Minute,
 		OSTTimeout:    30 * time.Second,
 		MetaTimeout:   30 * time.Second,

@@ -157,8 +157,8 @@ func runMount(ctx context.Context, args []string) error {
 
 func addGatewayFlags(fs *flag.FlagSet, cfg *gateway.Config) {
 	fs.StringVar(&cfg.FSName, "fsname", cfg.FSName, "file system name")
-	fs.DurationVar(&cfg.EntryTimeout, "entry-timeout", cfg.EntryTimeout, "how long the kernel caches names")
-	fs.DurationVar(&cfg.AttrTimeout, "attr-timeout", cfg.AttrTimeout, "how long the kernel caches attributes")
+	fs.DurationVar(&cfg.EntryTimeout, "entry-timeout", cfg.EntryTimeout, "how long the kernel caches names no lock covers (not coherent between mounts when above 0)")
+	fs.DurationVar(&cfg.AttrTimeout, "attr-timeout", cfg.AttrTimeout, "how long the kernel caches attributes no lock covers (not coherent between mounts when above 0)")
 	fs.DurationVar(&cfg.LockedTimeout, "locked-timeout", cfg.LockedTimeout, "how long the kernel caches names and attributes a lock covers (recalled with it; bounded by the lease; 0: the two timeouts above only)")
 	fs.DurationVar(&cfg.OSTTimeout, "ost-timeout", cfg.OSTTimeout, "bound on one OST request (then EIO)")
 	fs.DurationVar(&cfg.MetaTimeout, "meta-timeout", cfg.MetaTimeout, "bound on one metadata request (then EIO)")
