@@ -132,10 +132,11 @@ func (n *node) killSetID(ctx context.Context) error {
 }
 
 func (n *node) refreshIfStale(ctx context.Context) error {
-	if _, fresh := n.freshAttr(); fresh {
+	a, fresh := n.freshAttr()
+	if fresh {
 		return nil
 	}
-	if in, ok := n.gw.ns.attr(n.ino()); ok {
+	if in, ok := n.gw.ns.attr(n.ino(), a); ok {
 		n.refresh(in.attr, nil)
 		return nil
 	}

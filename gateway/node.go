@@ -233,7 +233,7 @@ func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 		n.gw.fillAttr(a, &out.Attr)
 		return 0
 	}
-	if in, ok := n.gw.ns.attr(n.ino()); ok {
+	if in, ok := n.gw.ns.attr(n.ino(), a); ok {
 		n.refresh(in.attr, nil)
 		n.gw.fillAttr(in.attr, &out.Attr)
 		out.SetTimeout(n.gw.ns.attrTTL(n.ino()))

@@ -209,11 +209,19 @@ func (c *nsCache) lookup(dir uint64, name string) (r api.EntryResp, absent, ok b
 	return api.EntryResp{Attr: in.attr, Layout: in.layout}, false, true
 }
 
-// attr returns an inode's cached attributes (and layout, for a file).
-func (c *nsCache) attr(ino uint64) (cachedInode, bool) {
+// attr returns an inode's cached attributes (and layout, for a file). On a
+// miss it asks for the lock that would cover them, had is what the caller
+// knows of them: the kernel asks for the attributes of a file it reads
+// before every read(2) while no lock covers them, and without the lock
+// each of those is a round trip to meta.
+func (c *nsCache) attr(ino uint64, had api.Attr) (cachedInode, bool) {
 	c.mu.Lock()
 	defer c.unlock(0)
-	return c.attrLocked(ino)
+	in, ok := c.attrLocked(ino)
+	if !ok && had.Ino == ino {
+		c.wantLocked(coverOf(had))
+	}
+	return in, ok
 }
 
 func (c *nsCache) attrLocked(ino uint64) (cachedInode, bool) {

@@ -146,7 +146,7 @@ func TestNSCacheAnswersUnderTheLock(t *testing.T) {
 	if _, _, ok := c.lookup(testDir, "f"); ok {
 		t.Fatal("answered after the recall")
 	}
-	if _, ok := c.attr(fileF); ok {
+	if _, ok := c.attr(fileF, api.Attr{}); ok {
 		t.Fatal("attributes kept after the recall")
 	}
 	got := drops.get()
@@ -157,6 +157,29 @@ func TestNSCacheAnswersUnderTheLock(t *testing.T) {
 	slices.Sort(d.names)
 	if !slices.Equal(d.names, []string{"f", "h", "sub"}) || !slices.Contains(d.inos, fileF) || !slices.Contains(d.inos, testDir) {
 		t.Fatalf("kernel told to drop names %v inodes %v", d.names, d.inos)
+	}
+}
+
+// TestNSCacheAttrMissAsksForTheLock: after a recall, asking for a file's
+// attributes (as the kernel does before each read(2) of a file no lock
+// covers) asks for its directory's lock again, once the recall's back-off
+// is over, and the attributes are then answered under it.
+func TestNSCacheAttrMissAsksForTheLock(t *testing.T) {
+	c, _, _ := newTestCache(t)
+	holdDir(t, c)
+	c.revoke([]uint64{testDir})
+	had := fileAttr(fileF, testDir)
+	if _, ok := c.attr(fileF, had); ok {
+		t.Fatal("attributes answered after the recall")
+	}
+	waitUntil(t, "the directory's lock asked for and held again", func() bool {
+		c.attr(fileF, had)
+		return c.lockState(testDir) == "held"
+	})
+	seq := c.begin()
+	c.learnAttr(seq, had)
+	if in, ok := c.attr(fileF, had); !ok || in.attr.Ino != fileF {
+		t.Fatalf("attributes not answered under the lock taken again: %+v %v", in.attr, ok)
 	}
 }
 
@@ -177,7 +200,7 @@ func TestNSCacheIgnoresRepliesOlderThanAChange(t *testing.T) {
 	newer.Mode = api.ModeReg | 0o600
 	c.changedAttr(newer)
 	c.learnAttr(seq, fileAttr(fileF, testDir))
-	if in, ok := c.attr(fileF); !ok || in.attr.Mode != newer.Mode {
+	if in, ok := c.attr(fileF, api.Attr{}); !ok || in.attr.Mode != newer.Mode {
 		t.Fatalf("after setattr then a stale reply: %+v %v", in.attr, ok)
 	}
 	// And anything sent before a recall.
@@ -258,7 +281,7 @@ func TestNSCachePrimingKeepsChangesMadeMeanwhile(t *testing.T) {
 	if _, absent, ok := c.lookup(testDir, "f"); !ok || !absent {
 		t.Fatal("a name removed while listing came back from the older listing")
 	}
-	if _, ok := c.attr(fileF); ok {
+	if _, ok := c.attr(fileF, api.Attr{}); ok {
 		t.Fatal("the removed file's attributes came back from the older listing")
 	}
 }
