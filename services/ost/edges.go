@@ -45,7 +45,7 @@ import (
 const (
 	maxZeroRuns   = 4    // zero ranges remembered per block
 	maxEdgeBlocks = 4096 // blocks remembered per object
-	maxGapBlocks  = 16   // holes remembered before a write past the end
+	maxGapBlocks  = 256  // holes remembered before a write past the end
 )
 
 // edgeBlock is what the OST knows of a block it wrote part of, or of a

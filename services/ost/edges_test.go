@@ -160,6 +160,19 @@ func TestStridedRecordsPatched(t *testing.T) {
 	}
 	verify(3, &m)
 
+	// One record written far ahead (write-behind from another client
+	// reaches the OST out of order), then those before it, in order.
+	m = model{}
+	write(4, &m, 60)
+	reads = st.edgeReads.Load()
+	for k := 0; k < 60; k++ {
+		write(4, &m, k)
+	}
+	if n := st.edgeReads.Load() - reads; n != 0 {
+		t.Errorf("filling 60 records behind one written ahead read %d blocks back, want none", n)
+	}
+	verify(4, &m)
+
 	// Shuffled records, then overwrites of some at odd offsets (these
 	// read and verify), then a truncation into the middle and regrowth.
 	m = model{}
