@@ -109,6 +109,8 @@ func TestInodeCodec(t *testing.T) {
 				Objects: []api.StripeObject{{OST: 3, ObjID: 1 << 40}, {OST: 0, ObjID: 1 << 40}}}}},
 		{"symlink", inode{Attr: api.Attr{Ino: 5, Mode: api.ModeLink | 0o777, Nlink: 1, Size: 4}, Target: "a/b\x01"}},
 		{"device", inode{Attr: api.Attr{Ino: 6, Mode: api.ModeChr | 0o600, Nlink: 1, Rdev: 0x0103}}},
+		{"file never given an xattr", inode{Attr: api.Attr{Ino: 7, Mode: regMode, Nlink: 1}, NoXattrs: true,
+			Layout: &api.Layout{StripeCount: 1, StripeSize: 1 << 20, DoMSize: 64 << 10, Objects: []api.StripeObject{{OST: 0, ObjID: 7}}}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/stria/stria/api"
 )
 
@@ -565,6 +566,45 @@ func TestXattr(t *testing.T) {
 		{name: "remove layout xattr of a file", op: api.OpRemoveXattr, req: api.XattrReq{Ino: f, Name: api.LayoutXattr}, want: api.CodePerm},
 	}
 	runCases(t, h, cases)
+}
+
+// TestXattrsGoWithTheInode: a file's extended attributes are deleted with
+// it, whether it ever had some or not (a file created never having had any
+// is deleted without looking for them), and a file given one and then
+// relinked keeps knowing it has them.
+func TestXattrsGoWithTheInode(t *testing.T) {
+	h := newHarness(t, 1)
+	keys := func(ino uint64) int {
+		t.Helper()
+		p := xattrPrefix(ino)
+		it, err := h.srv.st.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer it.Close()
+		n := 0
+		for ok := it.First(); ok; ok = it.Next() {
+			n++
+		}
+		return n
+	}
+	with := h.mkfile(api.RootIno, "with")
+	without := h.mkfile(api.RootIno, "without")
+	h.must(api.OpSetXattr, api.XattrReq{Ino: with, Name: "user.a", Value: []byte("1")}, nil)
+	h.must(api.OpSetXattr, api.XattrReq{Ino: with, Name: "user.b", Value: []byte("2")}, nil)
+	h.must(api.OpRename, api.RenameReq{Parent: api.RootIno, Name: "with", NewParent: api.RootIno, NewName: "moved"}, nil)
+	if n := keys(with); n != 2 {
+		t.Fatalf("%d xattr records before the unlink, want 2", n)
+	}
+	for _, name := range []string{"moved", "without"} {
+		h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: name}, nil)
+	}
+	if n := keys(with); n != 0 {
+		t.Fatalf("%d xattr records left after the unlink", n)
+	}
+	if n := keys(without); n != 0 {
+		t.Fatalf("%d xattr records of a file that never had any", n)
+	}
 }
 
 func TestLayouts(t *testing.T) {

@@ -513,7 +513,7 @@ func (t *txn) put(in *inode) {
 
 // newInode allocates an inode number.
 func (t *txn) newInode() *inode {
-	in := &inode{Attr: api.Attr{Ino: t.nextIno}}
+	in := &inode{Attr: api.Attr{Ino: t.nextIno}, NoXattrs: true}
 	t.fresh[in.Ino] = true
 	t.nextIno++
 	t.inodeDelta++
@@ -528,6 +528,9 @@ func (t *txn) deleteInode(in *inode) error {
 	t.b.Delete(orphanKey(in.Ino), nil)
 	if in.Layout != nil && in.Layout.DoMSize != 0 {
 		t.b.Delete(domKey(in.Ino), nil)
+	}
+	if in.NoXattrs {
+		return nil
 	}
 	return t.deleteXattrs(in.Ino)
 }

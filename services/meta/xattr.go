@@ -117,6 +117,7 @@ func (s *Server) setxattr(ctx context.Context, r *api.XattrReq) (api.Empty, erro
 		}
 		t.b.Set(k, r.Value, nil)
 		in.Ctime = t.now
+		in.NoXattrs = false
 		t.put(in)
 		t.record(api.ChangeRecord{Type: api.ChangeXattr, Ino: in.Ino, Name: r.Name, Mode: in.Mode})
 		return nil
