@@ -49,10 +49,12 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		if !d.more {
 			return nil, 0
 		}
+		seq := d.n.gw.ns.begin()
 		var r api.ReadDirResp
 		if err := d.n.gw.metaCall(ctx, api.OpReadDir, api.ReadDirReq{Ino: d.n.ino(), After: d.after, Limit: readDirPage}, &r); err != nil {
 			return nil, d.n.gw.errno("readdirent", err)
 		}
+		d.n.gw.ns.learnListing(seq, d.n.ino(), r.Entries)
 		d.page, d.next, d.more = r.Entries, 0, r.More
 		if len(d.page) == 0 {
 			d.more = false
@@ -84,9 +86,13 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 }
 
 // Lookup serves READDIRPLUS from the page just read: no extra RPC per entry.
+// The kernel keeps the entry while the directory's lock covers it, as it
+// does a lookup's.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if d.last == nil || d.last.Name != name {
 		return d.n.Lookup(ctx, name, out)
 	}
-	return d.n.newChild(ctx, name, api.EntryResp{Attr: d.last.Attr}, out), 0
+	inode := d.n.newChild(ctx, name, api.EntryResp{Attr: d.last.Attr}, out)
+	d.n.gw.ns.entryTTLs(d.n.ino(), name, out)
+	return inode, 0
 }

@@ -252,6 +252,28 @@ func (c *nsCache) learn(s, dir uint64, name string, r api.EntryResp) {
 	}
 }
 
+// learnListing caches what a page of dir's listing, read by a request sent
+// at seq s, holds: its names and their attributes, as learn does for one.
+// The kernel may then keep what a listing with attributes (READDIRPLUS)
+// gave it for as long as the lock is held, as it does a lookup's.
+func (c *nsCache) learnListing(s, dir uint64, entries []api.DirEntry) {
+	c.mu.Lock()
+	defer c.unlock(0)
+	if c.heldLocked(dir) == nil {
+		c.wantLocked(dir)
+		return
+	}
+	names := !c.staleLocked(dir, s)
+	for _, e := range entries {
+		if names {
+			c.putNameLocked(dir, e.Name, e.Attr.Ino)
+		}
+		if !c.staleLocked(coverOf(e.Attr), s) {
+			c.putAttrLocked(e.Attr, nil)
+		}
+	}
+}
+
 // learnAbsent caches that a lookup sent at seq s found no such name.
 func (c *nsCache) learnAbsent(s, dir uint64, name string) {
 	c.mu.Lock()

@@ -183,6 +183,29 @@ func TestNSCacheAttrMissAsksForTheLock(t *testing.T) {
 	}
 }
 
+// TestNSCacheLearnsListings: a page of a listing read under the lock
+// answers lookups of its names after (READDIRPLUS then stat, as ls -l
+// does); one read before a recall does not.
+func TestNSCacheLearnsListings(t *testing.T) {
+	c, _, _ := newTestCache(t)
+	holdDir(t, c)
+	page := []api.DirEntry{{Name: "listed", Attr: fileAttr(40, testDir)}}
+	c.learnListing(c.begin(), testDir, page)
+	if r, absent, ok := c.lookup(testDir, "listed"); !ok || absent || r.Attr.Ino != 40 {
+		t.Fatalf("lookup of a listed name: %+v absent %v ok %v", r, absent, ok)
+	}
+	if in, ok := c.attr(40, api.Attr{}); !ok || in.attr.Ino != 40 {
+		t.Fatal("a listed file's attributes not cached")
+	}
+	seq := c.begin()
+	c.revoke([]uint64{testDir})
+	holdDir(t, c)
+	c.learnListing(seq, testDir, []api.DirEntry{{Name: "old", Attr: fileAttr(41, testDir)}})
+	if _, absent, ok := c.lookup(testDir, "old"); !ok || !absent {
+		t.Fatal("a page read before the recall was cached")
+	}
+}
+
 func TestNSCacheIgnoresRepliesOlderThanAChange(t *testing.T) {
 	c, _, _ := newTestCache(t)
 	holdDir(t, c)
