@@ -225,8 +225,10 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 // Getattr answers from this node's attributes while they are fresh:
 // every change this mount makes refreshes them from meta's reply or marks
 // them stale, so a fresh copy is as good as asking meta (the kernel's own
-// cache has the same lifetime). Creating a file, for one, makes the kernel
-// ask for its directory's attributes again; this saves that round trip.
+// cache has the same lifetime; with --attr-timeout 0, the default, none is
+// fresh). Otherwise the namespace cache answers what a held lock covers:
+// creating a file, for one, makes the kernel ask for its directory's
+// attributes again, and the create's reply put them there.
 func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	a, fresh := n.freshAttr()
 	if fresh {

@@ -244,11 +244,18 @@ func coverOf(a api.Attr) uint64 {
 func (c *nsCache) learn(s, dir uint64, name string, r api.EntryResp) {
 	c.mu.Lock()
 	defer c.unlock(0)
+	c.learnLocked(s, dir, name, r.Attr, r.Layout)
+}
+
+// learnLocked caches a name and its attributes learnt from a request sent
+// at seq s, each unless something changed what covers it since. Called
+// with mu.
+func (c *nsCache) learnLocked(s, dir uint64, name string, a api.Attr, layout *api.Layout) {
 	if !c.staleLocked(dir, s) {
-		c.putNameLocked(dir, name, r.Attr.Ino)
+		c.putNameLocked(dir, name, a.Ino)
 	}
-	if !c.staleLocked(coverOf(r.Attr), s) {
-		c.putAttrLocked(r.Attr, r.Layout)
+	if !c.staleLocked(coverOf(a), s) {
+		c.putAttrLocked(a, layout)
 	}
 }
 
@@ -263,14 +270,8 @@ func (c *nsCache) learnListing(s, dir uint64, entries []api.DirEntry) {
 		c.wantLocked(dir)
 		return
 	}
-	names := !c.staleLocked(dir, s)
 	for _, e := range entries {
-		if names {
-			c.putNameLocked(dir, e.Name, e.Attr.Ino)
-		}
-		if !c.staleLocked(coverOf(e.Attr), s) {
-			c.putAttrLocked(e.Attr, nil)
-		}
+		c.learnLocked(s, dir, e.Name, e.Attr, nil)
 	}
 }
 

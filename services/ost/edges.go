@@ -106,7 +106,7 @@ func (e *edgeBlock) written(lo, hi int32) {
 // edgeMemory is an object's remembered blocks. Guarded by the object's
 // stripe lock, held exclusively (every writer of the object holds it so).
 type edgeMemory struct {
-	blocks map[int64]*edgeBlock
+	blocks map[int64]edgeBlock
 	ctime  unix.Timespec // of the data file after the last write remembered
 }
 
@@ -120,18 +120,18 @@ func (m *edgeMemory) current(st *unix.Stat_t) {
 
 // lookup returns the remembered block b when [lo, hi) of it is known to
 // hold zeros and its slot still holds the checksum remembered.
-func (m *edgeMemory) lookup(b int64, lo, hi int32, slot []byte) *edgeBlock {
-	e := m.blocks[b]
-	if e == nil || !e.covers(lo, hi) {
-		return nil
+func (m *edgeMemory) lookup(b int64, lo, hi int32, slot []byte) (edgeBlock, bool) {
+	e, ok := m.blocks[b]
+	if !ok || !e.covers(lo, hi) {
+		return e, false
 	}
 	switch crc, state := getSlot(slot); {
 	case e.hole && state == slotHole:
 	case !e.hole && state == slotValid && crc == e.crc:
 	default:
-		return nil
+		return e, false
 	}
-	return e
+	return e, true
 }
 
 // forgetAll drops every block.
@@ -163,15 +163,15 @@ func (m *edgeMemory) remember(b int64, e edgeBlock) {
 		return
 	}
 	if m.blocks == nil {
-		m.blocks = make(map[int64]*edgeBlock)
+		m.blocks = make(map[int64]edgeBlock)
 	}
-	if len(m.blocks) >= maxEdgeBlocks && m.blocks[b] == nil {
+	if _, had := m.blocks[b]; !had && len(m.blocks) >= maxEdgeBlocks {
 		for old := range m.blocks { // any one: forgetting is safe
 			delete(m.blocks, old)
 			break
 		}
 	}
-	m.blocks[b] = &e
+	m.blocks[b] = e
 }
 
 // remembered records the data file's ctime after a write.
@@ -179,8 +179,8 @@ func (m *edgeMemory) remembered(f *os.File) {
 	if len(m.blocks) == 0 {
 		return
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	st, err := fileStat(f)
+	if err != nil {
 		m.forgetAll()
 		return
 	}

@@ -83,14 +83,14 @@ func TestEdgeBlockZeros(t *testing.T) {
 	m.remember(3, edgeBlock{crc: 0x1234, zeros: [maxZeroRuns][2]int32{{100, 200}}, runs: 1})
 	var slot [slotSize]byte
 	putSlot(slot[:], 0x1234)
-	if m.lookup(3, 120, 180, slot[:]) == nil {
+	if _, ok := m.lookup(3, 120, 180, slot[:]); !ok {
 		t.Fatal("remembered block not found")
 	}
 	putSlot(slot[:], 0x1235)
-	if m.lookup(3, 120, 180, slot[:]) != nil {
+	if _, ok := m.lookup(3, 120, 180, slot[:]); ok {
 		t.Fatal("block used though its slot holds another checksum")
 	}
-	if m.lookup(3, 120, 180, make([]byte, slotSize)) != nil {
+	if _, ok := m.lookup(3, 120, 180, make([]byte, slotSize)); ok {
 		t.Fatal("block used though its slot is a hole")
 	}
 }

@@ -549,19 +549,17 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 		lo, hi := max(off, bStart)-bStart, min(end, bStart+BlockSize)-bStart
 		part := p[bStart+lo-off : bStart+hi-off]
 		e := &edges[i]
-		switch {
-		case bStart >= size:
-			// Past the end: zeros until now.
-			*e = edgeBlock{crc: patchCRC(zeroBlockCRC, int(lo), part), zeros: [maxZeroRuns][2]int32{{0, BlockSize}}, runs: 1}
-		default:
+		known, ok := holeBlock, true // past the end: zeros until now
+		if bStart < size {
 			if err := h.sums.read(b, oldSlot[:]); err != nil {
 				return 0, err
 			}
-			if known := h.edges.lookup(b, int32(lo), int32(hi), oldSlot[:]); known != nil {
-				*e = *known
-				e.crc, e.hole = patchCRC(known.crc, int(lo), part), false
-				break
-			}
+			known, ok = h.edges.lookup(b, int32(lo), int32(hi), oldSlot[:])
+		}
+		if ok {
+			*e = known
+			e.crc, e.hole = patchCRC(known.crc, int(lo), part), false
+		} else {
 			s.edgeReads.Add(1)
 			eb := s.bufs.get(BlockSize)
 			edgeBufs[i] = eb
