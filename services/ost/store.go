@@ -60,6 +60,12 @@ type store struct {
 	noXattr atomic.Bool
 	// edgeReads counts blocks a write read back to merge with (for tests).
 	edgeReads atomic.Uint64
+	// writeouts feeds runWriteouts (writeout.go), which closes
+	// writeoutsDone when it returns and counts the bytes it submitted in
+	// writtenOut (for tests).
+	writeouts     chan writeoutSpan
+	writeoutsDone chan struct{}
+	writtenOut    atomic.Int64
 }
 
 // objDir tracks whether a directory has entries not yet made durable.
@@ -99,6 +105,8 @@ func openStore(root string, log *slog.Logger, bufs *bufPool) (*store, error) {
 	}
 	s.pool = pool
 	s.objects.Store(count)
+	s.writeouts, s.writeoutsDone = make(chan writeoutSpan, writeoutQueue), make(chan struct{})
+	go s.runWriteouts()
 	return s, nil
 }
 
@@ -149,8 +157,13 @@ func (s *store) dataPath(obj uint64) string {
 	return filepath.Join(s.root, fmt.Sprintf("%02x", obj&0xff), fmt.Sprintf("%016x", obj))
 }
 
-// close closes every cached handle. No request may be running.
-func (s *store) close() { s.cache.closeAll() }
+// close closes every cached handle once the write-outs queued are done.
+// No request may be running.
+func (s *store) close() {
+	close(s.writeouts)
+	<-s.writeoutsDone
+	s.cache.closeAll()
+}
 
 // handle is an object's open data file and its checksum slots.
 type handle struct {
@@ -163,6 +176,9 @@ type handle struct {
 	// edges: blocks partly written, remembered (edges.go). Guarded by the
 	// object's stripe lock, held exclusively.
 	edges edgeMemory
+	// writeout: written since the last early write-out (writeout.go).
+	// Guarded like edges.
+	writeout writeout
 
 	// Guarded by handleCache.mu.
 	refs int
@@ -240,6 +256,13 @@ func (c *handleCache) dropLocked(h *handle) *handle {
 		return h
 	}
 	return nil
+}
+
+// retain adds a reference to h, which the caller holds one on.
+func (c *handleCache) retain(h *handle) {
+	c.mu.Lock()
+	h.refs++
+	c.mu.Unlock()
 }
 
 // release drops a caller's reference.
@@ -626,6 +649,9 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 	}
 	h.edges.remembered(h.data)
 	done = true
+	if lo, hi, due := h.writeout.wrote(off, end); due {
+		s.queueWriteout(h, lo, hi)
+	}
 	return max(size, end), s.syncIf(h, durable)
 }
 
