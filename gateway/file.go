@@ -9,6 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/stria/stria/api"
+	"github.com/stria/stria/api/iobuf"
 )
 
 // handle is an open file. Per-file state lives on the node, shared by all
@@ -194,8 +195,9 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	if err := n.gw.writeSlots.Acquire(context.WithoutCancel(ctx), int64(len(data))); err != nil {
 		return 0, n.gw.errno("write", err)
 	}
-	// The kernel reuses data once we return: keep a copy for the OSTs.
-	buf := n.gw.buffers.get(len(data))
+	// The kernel reuses data once we return: keep a copy for the OSTs, in
+	// a buffer a write that continues this one can join (pendingWrite).
+	buf := writeBuffer(len(data))
 	copy(*buf, data)
 
 	n.gw.trackWritten(n) // before n.mu: see the lock order on node
@@ -227,7 +229,7 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 		n.wbDone.Wait()
 	}
 	if err := n.takeWriteErrLocked(); err != nil {
-		n.gw.buffers.put(buf)
+		iobuf.Put(buf)
 		n.gw.writeSlots.Release(int64(len(data)))
 		return 0, n.gw.errno("write", err)
 	}
@@ -240,7 +242,7 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 
 	if p := n.pending; p != nil && p.layout == l && p.end() == off && len(*p.buf)+len(data) <= cap(*p.buf) {
 		*p.buf = append(*p.buf, data...)
-		n.gw.buffers.put(buf)
+		iobuf.Put(buf)
 		if len(*p.buf) == cap(*p.buf) {
 			n.sendPendingLocked()
 		}
@@ -291,7 +293,7 @@ func (n *node) sendLocked(l *api.Layout, off int64, buf *[]byte) {
 		touched := map[int]bool{}
 		werr := n.gw.writeExtent(context.Background(), n.ino(), l, off, *buf, touched)
 		n.gw.writeSlots.Release(int64(len(*buf)))
-		n.gw.buffers.put(buf)
+		iobuf.Put(buf)
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if n.touched == nil {

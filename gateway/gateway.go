@@ -118,14 +118,10 @@ type Gateway struct {
 
 	ready chan struct{}
 
-	// writeSlots bounds the bytes of write-behind in flight; buffers
-	// holds their copies.
+	// writeSlots bounds the bytes of write-behind in flight.
 	writeSlots *semaphore.Weighted
-	// aheadBytes bounds the bytes strided read-ahead holds (readahead.go);
-	// aheadBuffers holds its chunks.
-	aheadBytes   *semaphore.Weighted
-	aheadBuffers *bufferPool
-	buffers      *bufferPool
+	// aheadBytes bounds the bytes strided read-ahead holds (readahead.go).
+	aheadBytes *semaphore.Weighted
 
 	// written holds the nodes with writes whose size and mtime meta has not
 	// been told yet, so a lookup of the same inode does not shrink the
@@ -152,18 +148,16 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	ost.Sockets = osts
 	ost.Local = deps.OSTs
 	g := &Gateway{
-		cfg:          cfg,
-		log:          lg,
-		meta:         api.NewMetaClient(deps.NATS, cfg.FSName, cfg.MetaTimeout),
-		ost:          ost,
-		osts:         osts,
-		locks:        api.NewLockSession(deps.NATS, cfg.FSName, cfg.MetaTimeout, lg),
-		ready:        make(chan struct{}),
-		writeSlots:   semaphore.NewWeighted(maxWriteBehind),
-		buffers:      newBufferPool(maxWrite),
-		aheadBytes:   semaphore.NewWeighted(raTotalBytes),
-		aheadBuffers: newBufferPool(raChunk),
-		written:      map[uint64]*node{},
+		cfg:        cfg,
+		log:        lg,
+		meta:       api.NewMetaClient(deps.NATS, cfg.FSName, cfg.MetaTimeout),
+		ost:        ost,
+		osts:       osts,
+		locks:      api.NewLockSession(deps.NATS, cfg.FSName, cfg.MetaTimeout, lg),
+		ready:      make(chan struct{}),
+		writeSlots: semaphore.NewWeighted(maxWriteBehind),
+		aheadBytes: semaphore.NewWeighted(raTotalBytes),
+		written:    map[uint64]*node{},
 	}
 	g.meta.Local = deps.Meta
 	g.ns = newNSCache(g.locks, cfg.LockedTimeout, lg)

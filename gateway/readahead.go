@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/stria/stria/api"
+	"github.com/stria/stria/api/iobuf"
 )
 
 // Strided read-ahead, after Lustre's llite: a reader that skips forward
@@ -51,7 +52,7 @@ type prefetch struct {
 	gen     uint64
 	at      time.Time
 	done    chan struct{}
-	buf     *[]byte // from the mount's aheadBuffers
+	buf     *[]byte // from iobuf
 	err     error
 	dropped bool // left the window; its memory is returned when done
 }
@@ -145,7 +146,7 @@ func (n *node) noteRead(h *handle, l *api.Layout, off int64, length int, size in
 
 // fetchAhead reads one chunk into a buffer of the mount's pool.
 func (n *node) fetchAhead(l *api.Layout, p *prefetch) {
-	buf := n.gw.aheadBuffers.get(p.length)
+	buf := iobuf.Get(p.length)
 	r, err := n.gw.readExtent(context.Background(), n.ino(), l, p.off, *buf)
 	if err == nil {
 		*buf, _ = r.Bytes(*buf)
@@ -184,7 +185,7 @@ func (n *node) dropLocked(p *prefetch) {
 // releaseLocked returns a dropped, completed chunk's memory: its buffer
 // to the pool and its bytes to the mount's budget.
 func (n *node) releaseLocked(p *prefetch) {
-	n.gw.aheadBuffers.put(p.buf)
+	iobuf.Put(p.buf)
 	p.buf = nil
 	n.gw.aheadBytes.Release(int64(p.length))
 }

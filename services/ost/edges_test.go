@@ -2,6 +2,7 @@ package ost
 
 import (
 	"bytes"
+	"github.com/stria/stria/api/iobuf"
 	"log/slog"
 	"math/rand/v2"
 	"testing"
@@ -99,8 +100,7 @@ func TestEdgeBlockZeros(t *testing.T) {
 // object with gaps, then fills the gaps: the writes that fill them read
 // nothing back, and every byte reads back verified.
 func TestStridedRecordsPatched(t *testing.T) {
-	var bufs bufPool
-	st, err := openStore(t.TempDir(), slog.New(slog.DiscardHandler), &bufs)
+	st, err := openStore(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestStridedRecordsPatched(t *testing.T) {
 			t.Fatalf("read back %d bytes, first difference at %d", len(res.payload), firstDiff(res.payload, m.b))
 		}
 		if res.buf != nil {
-			bufs.put(res.buf)
+			iobuf.Put(res.buf)
 		}
 	}
 
@@ -205,9 +205,8 @@ func TestStridedRecordsPatched(t *testing.T) {
 // then changed on disk by something else, is read and verified again at
 // the next write, so a write into a damaged block is still refused.
 func TestPatchedBlockChangedBehind(t *testing.T) {
-	var bufs bufPool
 	dir := t.TempDir()
-	st, err := openStore(dir, slog.New(slog.DiscardHandler), &bufs)
+	st, err := openStore(dir, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package ost
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/stria/stria/api/iobuf"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -15,8 +16,7 @@ func FuzzStore(f *testing.F) {
 	f.Add([]byte("\x00\x00\x00\x10\x00\x00\x01\x00\x00\x01\x00\x02\x00\x00\x03\x00"))
 	f.Add(bytes.Repeat([]byte{0, 0xff, 0x10, 0x33, 1, 0, 0x80, 0, 2, 3, 0, 0}, 4))
 	f.Add([]byte{0, 0, 1, 0, 0, 1, 0, 1, 0, 0, 0x40, 0x01, 2, 0, 0, 0, 0, 3, 0, 0})
-	var bufs bufPool
-	st, err := openStore(f.TempDir(), slog.New(slog.DiscardHandler), &bufs)
+	st, err := openStore(f.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func FuzzStore(f *testing.F) {
 				t.Fatalf("step %d: read %d@%d: %d bytes, first difference at %d", step, n, off, len(res.payload), firstDiff(res.payload, want))
 			}
 			if res.buf != nil {
-				bufs.put(res.buf)
+				iobuf.Put(res.buf)
 			}
 		}
 		// Each step: kind (1 byte), offset (3 bytes, modulo 300 KiB),

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/stria/stria/api"
+	"github.com/stria/stria/api/iobuf"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 )
@@ -37,7 +38,6 @@ type Server struct {
 	log   *slog.Logger
 	id    identity
 	store *store
-	bufs  bufPool
 
 	index     atomic.Uint32
 	addr      atomic.Pointer[string]
@@ -91,7 +91,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	} else if cfg.Index >= 0 {
 		s.index.Store(uint32(cfg.Index))
 	}
-	s.store, err = openStore(filepath.Join(cfg.DataDir, "objects"), log, &s.bufs)
+	s.store, err = openStore(filepath.Join(cfg.DataDir, "objects"), log)
 	if err != nil {
 		return nil, fmt.Errorf("ost: %w", err)
 	}
@@ -350,22 +350,20 @@ func (s *Server) handle(ctx context.Context, c net.Conn, br *bufio.Reader, h api
 		var res readResult
 		res, err = s.store.read(ctx, h.Object, int64(h.Offset), int(h.Length), into)
 		if err == nil && into != nil {
-			if res.buf != nil {
-				s.bufs.put(res.buf)
-			}
 			value = uint64(res.size)
-			payload = api.EncodeSharedPlace(api.SharedPlace{Start: uint32(res.hdr), Len: uint32(len(res.payload))})
+			payload = api.EncodeSharedPlace(api.SharedPlace{Start: uint32(res.start), Len: uint32(len(res.payload))})
 			break
 		}
 		if err == nil && res.buf != nil {
-			// Reply header and data in one write, without a copy.
-			buf := *res.buf
-			api.EncodeRespHeader(buf[res.hdr:res.hdr+api.RespHeaderSize], api.RespHeader{
+			// Reply header and data in one writev, without a copy.
+			var hdr [api.RespHeaderSize]byte
+			api.EncodeRespHeader(hdr[:], api.RespHeader{
 				PayloadLen: uint32(len(res.payload)),
 				Value:      uint64(res.size),
 			})
-			_, werr := c.Write(buf[res.hdr : res.hdr+api.RespHeaderSize+len(res.payload)])
-			s.bufs.put(res.buf)
+			bufs := net.Buffers{hdr[:], res.payload}
+			_, werr := bufs.WriteTo(c)
+			iobuf.Put(res.buf)
 			return werr
 		}
 		value = uint64(res.size)
@@ -374,13 +372,13 @@ func (s *Server) handle(ctx context.Context, c net.Conn, br *bufio.Reader, h api
 		// list), then the operation.
 		var bp *[]byte
 		if h.PayloadLen > 0 {
-			bp = s.bufs.get(int(h.PayloadLen))
+			bp = iobuf.Get(int(h.PayloadLen))
 			if _, rerr := io.ReadFull(br, *bp); rerr != nil {
-				s.bufs.put(bp)
+				iobuf.Put(bp)
 				return fmt.Errorf("reading the payload of operation %d: %w", h.Op, rerr)
 			}
 			value, payload, err = s.exec(ctx, h, *bp)
-			s.bufs.put(bp)
+			iobuf.Put(bp)
 		} else {
 			value, payload, err = s.exec(ctx, h, nil)
 		}
@@ -508,7 +506,7 @@ func (s *Server) readLocal(ctx context.Context, h api.ReqHeader) ([]byte, func()
 	if res.buf == nil {
 		return res.payload, func() {}, res.size, nil
 	}
-	return res.payload, func() { s.bufs.put(res.buf) }, res.size, nil
+	return res.payload, func() { iobuf.Put(res.buf) }, res.size, nil
 }
 
 // share gives the connection a shared read region (api.OSTShare): memory

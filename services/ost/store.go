@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/stria/stria/api"
+	"github.com/stria/stria/api/iobuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,7 +47,6 @@ const (
 type store struct {
 	root string // DataDir/objects
 	log  *slog.Logger
-	bufs *bufPool
 
 	stripes [numStripes]sync.RWMutex
 	dirs    [subDirs]objDir
@@ -76,8 +76,8 @@ type objDir struct {
 
 // openStore prepares root (creating the 256 subdirectories) and counts the
 // objects already there.
-func openStore(root string, log *slog.Logger, bufs *bufPool) (*store, error) {
-	s := &store{root: root, log: log, bufs: bufs}
+func openStore(root string, log *slog.Logger) (*store, error) {
+	s := &store{root: root, log: log}
 	s.cache.init(handleLimit)
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("creating object directory: %w", err)
@@ -535,8 +535,8 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 	first, last := off/BlockSize, (end-1)/BlockSize
 	nb := last - first + 1
 
-	slotsBuf := s.bufs.get(int(nb) * slotSize)
-	defer s.bufs.put(slotsBuf)
+	slotsBuf := iobuf.Get(int(nb) * slotSize)
+	defer iobuf.Put(slotsBuf)
 	slots := *slotsBuf
 
 	// Until the write is done, what the handle remembers of its blocks may
@@ -556,7 +556,7 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 	defer func() {
 		for _, b := range edgeBufs {
 			if b != nil {
-				s.bufs.put(b)
+				iobuf.Put(b)
 			}
 		}
 	}()
@@ -584,7 +584,7 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 			e.crc, e.hole = patchCRC(known.crc, int(lo), part), false
 		} else {
 			s.edgeReads.Add(1)
-			eb := s.bufs.get(BlockSize)
+			eb := iobuf.Get(BlockSize)
 			edgeBufs[i] = eb
 			buf := *eb
 			if err := s.readBlock(h, b, size, buf, oldSlot[:]); err != nil {
@@ -696,21 +696,21 @@ func retryEINTR(sync func(fd int) error, f *os.File) error {
 	}
 }
 
-// readResult is a verified read: payload is (*buf)[hdr+api.RespHeaderSize:]
-// up to its length, and (*buf)[hdr:hdr+api.RespHeaderSize] is free for the
-// reply header.
+// readResult is a verified read: payload holds the bytes asked for, in
+// *buf (from iobuf, nil for a read into a shared region or of nothing)
+// from offset start on, or in the shared region from start on.
 type readResult struct {
 	buf     *[]byte
-	hdr     int // where payload starts in *buf, or in the shared region
+	start   int
 	payload []byte
 	size    int64
 }
 
 // read returns up to length bytes at off of obj, verified. The blocks
 // covering them are read into shared when it is not nil (a connection's
-// shared region, see api.OSTShare), else into a pooled buffer with room for
-// a reply header before the payload. The caller must put res.buf back into
-// the pool when it is not nil.
+// shared region, see api.OSTShare), else into a buffer of exactly their
+// size (so that a 1 MiB read takes a 1 MiB buffer). The caller must give
+// res.buf back (iobuf.Put) when it is not nil.
 func (s *store) read(ctx context.Context, obj uint64, off int64, length int, shared []byte) (readResult, error) {
 	if err := ctx.Err(); err != nil {
 		return readResult{}, err
@@ -736,26 +736,26 @@ func (s *store) read(ctx context.Context, obj uint64, off int64, length int, sha
 	rdStart := first * BlockSize
 	rdEnd := min((last+1)*BlockSize, size)
 
-	hs := api.RespHeaderSize
+	var bp *[]byte
+	var data []byte
 	if shared != nil {
 		if rdEnd-rdStart > int64(len(shared)) {
 			return readResult{}, api.Errorf(api.CodeInvalid, "a read of %d bytes at %d does not fit the %d-byte shared region", length, off, len(shared))
 		}
-		hs = 0
+		data = shared[:rdEnd-rdStart]
+	} else {
+		bp = iobuf.Get(int(rdEnd - rdStart))
+		data = *bp
 	}
-	bp := s.bufs.get(hs + int(rdEnd-rdStart) + int(nb)*slotSize)
 	ok := false
 	defer func() {
-		if !ok {
-			s.bufs.put(bp)
+		if !ok && bp != nil {
+			iobuf.Put(bp)
 		}
 	}()
-	buf := *bp
-	data := buf[hs : hs+int(rdEnd-rdStart)]
-	slots := buf[hs+int(rdEnd-rdStart):]
-	if shared != nil {
-		data = shared[:rdEnd-rdStart]
-	}
+	slotsBuf := iobuf.Get(int(nb) * slotSize)
+	defer iobuf.Put(slotsBuf)
+	slots := *slotsBuf
 	if _, err := h.data.ReadAt(data, rdStart); err != nil {
 		if errors.Is(err, io.EOF) {
 			return readResult{}, api.Errorf(api.CodeIO, "object %016x changed size under a read", obj)
@@ -774,10 +774,7 @@ func (s *store) read(ctx context.Context, obj uint64, off int64, length int, sha
 	}
 	ok = true
 	start := int(off - rdStart)
-	if shared != nil {
-		return readResult{buf: bp, hdr: start, payload: data[start : end-rdStart], size: size}, nil
-	}
-	return readResult{buf: bp, hdr: start, payload: buf[start+hs : hs+int(end-rdStart)], size: size}, nil
+	return readResult{buf: bp, start: start, payload: data[start : end-rdStart], size: size}, nil
 }
 
 // punch truncates obj to size (extending it with a hole when larger),
@@ -811,8 +808,8 @@ func (s *store) punch(ctx context.Context, obj uint64, size int64) error {
 	if within != 0 {
 		// The block holding the new end: verify what is kept, then its
 		// checksum covers the kept bytes and zeros.
-		eb := s.bufs.get(BlockSize)
-		defer s.bufs.put(eb)
+		eb := iobuf.Get(BlockSize)
+		defer iobuf.Put(eb)
 		buf := *eb
 		if err := h.sums.read(b, slot[:]); err != nil {
 			return err

@@ -2,6 +2,7 @@ package ost
 
 import (
 	"bytes"
+	"github.com/stria/stria/api/iobuf"
 	"log/slog"
 	"testing"
 )
@@ -10,8 +11,7 @@ import (
 // of every writeoutBytes of it as it goes, whatever order the writes come
 // in; a small object starts none; and what was written reads back whole.
 func TestEarlyWriteout(t *testing.T) {
-	var bufs bufPool
-	st, err := openStore(t.TempDir(), slog.New(slog.DiscardHandler), &bufs)
+	st, err := openStore(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestEarlyWriteout(t *testing.T) {
 		if !bytes.Equal(res.payload, m.b) {
 			t.Fatalf("object %d: read back %d bytes, first difference at %d", obj, len(res.payload), firstDiff(res.payload, m.b))
 		}
-		bufs.put(res.buf)
+		iobuf.Put(res.buf)
 	}
 	st.close() // waits for the queued write-outs
 	if got, want := st.writtenOut.Load(), int64(12*mib); got != want {

@@ -1,0 +1,160 @@
+package iobuf
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"unsafe"
+)
+
+func addr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
+
+// TestBuffers: a buffer has the length asked for and its class's capacity,
+// lies in the arena aligned to its size (or to a huge page), overlaps no
+// other, and comes back for the next Get of its class once put.
+func TestBuffers(t *testing.T) {
+	a := &arena{size: 64 << 20}
+	sizes := []int{1, 4096, 64 << 10, 64<<10 + 1, 200 << 10, 1 << 20, 1<<20 + 128, 3 << 20, 16 << 20}
+	var got []*[]byte
+	for i, n := range sizes {
+		b := a.get(n)
+		want := 1 << (minShift + class(n))
+		if len(*b) != n || cap(*b) != want {
+			t.Fatalf("get(%d): len %d cap %d, want len %d cap %d", n, len(*b), cap(*b), n, want)
+		}
+		if !a.holds(*b) {
+			t.Fatalf("get(%d): not from the arena", n)
+		}
+		if align := uintptr(min(want, hugePage)); addr(*b)%align != 0 {
+			t.Fatalf("get(%d) at %#x: not aligned to %d", n, addr(*b), align)
+		}
+		full := (*b)[:cap(*b)]
+		for j := range full {
+			full[j] = byte(i + 1)
+		}
+		got = append(got, b)
+	}
+	for i, b := range got {
+		for j, v := range (*b)[:cap(*b)] {
+			if v != byte(i+1) {
+				t.Fatalf("buffer %d byte %d is %d: another buffer overlaps it", i, j, v)
+			}
+		}
+	}
+	a.put(got[5]) // 1 MiB
+	if b := a.get(700 << 10); addr(*b) != addr(*got[5]) || len(*b) != 700<<10 {
+		t.Fatalf("get after put: a new buffer (or length %d), want the 1 MiB one put back", len(*b))
+	}
+	// A buffer too large for any class, or not whole, is never pooled.
+	huge := a.get(32 << 20)
+	if a.holds(*huge) {
+		t.Fatal("a 32 MiB buffer came from the arena")
+	}
+	part := (*got[4])[4096:]
+	a.put(&part)
+	if n := len(a.free[class(cap(part))]); n != 0 {
+		t.Fatalf("a slice of a buffer was pooled (%d in its class's free list)", n)
+	}
+}
+
+// TestArenaFull: once the arena is handed out, buffers come from the heap
+// and are not kept when put back; buffers put back are still reused.
+func TestArenaFull(t *testing.T) {
+	a := &arena{size: 4 << 20}
+	b1, b2 := a.get(2<<20), a.get(2<<20)
+	if !a.holds(*b1) || !a.holds(*b2) {
+		t.Fatal("the first 4 MiB did not come from a 4 MiB arena")
+	}
+	b3 := a.get(1 << 20)
+	if a.holds(*b3) {
+		t.Fatal("a buffer beyond the arena's size came from it")
+	}
+	if len(*b3) != 1<<20 || cap(*b3) != 1<<20 {
+		t.Fatalf("heap buffer: len %d cap %d", len(*b3), cap(*b3))
+	}
+	a.put(b3)
+	if n := len(a.free[class(1<<20)]); n != 0 {
+		t.Fatalf("a heap buffer was pooled (%d in the free list)", n)
+	}
+	a.put(b1)
+	if b := a.get(2 << 20); addr(*b) != addr(*b1) {
+		t.Fatal("a buffer put back into a full arena was not reused")
+	}
+}
+
+// TestHugePageAdvice: the arena is eligible for transparent huge pages
+// whenever the kernel gives them to memory that asks (THP "madvise" or
+// "always"), which the Go heap here does not.
+func TestHugePageAdvice(t *testing.T) {
+	mode, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil {
+		t.Fatalf("THP setting: %v (the kernel has no transparent huge pages)", err)
+	}
+	want := "0"
+	if !strings.Contains(string(mode), "[never]") {
+		want = "1"
+	}
+	a := &arena{size: 8 << 20}
+	b := a.get(1 << 20)
+	(*b)[0] = 1
+	got := smapsField(t, addr(a.mem), "THPeligible")
+	if got != want {
+		t.Fatalf("THPeligible of the arena: %s, want %s (THP %s)", got, want, strings.TrimSpace(string(mode)))
+	}
+}
+
+// smapsField returns field of the mapping holding address p.
+func smapsField(t *testing.T, p uintptr, field string) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		var lo, hi uintptr
+		if n, _ := fmt.Sscanf(line, "%x-%x", &lo, &hi); n == 2 && strings.Contains(line, " ") && !strings.HasSuffix(strings.Fields(line)[0], ":") {
+			in = lo <= p && p < hi
+			continue
+		}
+		if in && strings.HasPrefix(line, field+":") {
+			return strings.TrimSpace(strings.TrimPrefix(line, field+":"))
+		}
+	}
+	t.Fatalf("no mapping holds %#x in /proc/self/smaps", p)
+	return ""
+}
+
+// TestConcurrent: Get and Put from many goroutines hand no buffer to two
+// holders at once (run with -race).
+func TestConcurrent(t *testing.T) {
+	a := &arena{size: 32 << 20}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				b := a.get((i%5 + 1) * 100 << 10)
+				v := byte(g*31 + i)
+				for j := range *b {
+					(*b)[j] = v
+				}
+				for j, x := range *b {
+					if x != v {
+						t.Errorf("goroutine %d: byte %d changed under it", g, j)
+						return
+					}
+				}
+				a.put(b)
+			}
+		}()
+	}
+	wg.Wait()
+}
