@@ -5,16 +5,16 @@ import "github.com/stria/stria/api/iobuf"
 // maxWrite is the largest FUSE WRITE the mount takes.
 const maxWrite = 1 << 20
 
-// writeBuffer returns a buffer of length n for write-behind's copy of a
-// FUSE write, from iobuf (huge pages, kept between uses: on a VM that
-// reclaims guest memory, faulting fresh pages in cost more than the writes
-// they held). Up to maxWrite its capacity is maxWrite, so that writes
-// continuing it can join it (pendingWrite).
-func writeBuffer(n int) *[]byte {
-	if n > maxWrite {
-		return iobuf.Get(n)
+// joinable returns b's bytes in a buffer of capacity maxWrite, which writes
+// continuing them can join (pendingWrite), giving b back if it was smaller.
+// Only a write held pending takes one: those in flight keep buffers of
+// their own size, so many small writes in flight do not hold 1 MiB each.
+func joinable(b *[]byte) *[]byte {
+	if cap(*b) >= maxWrite {
+		return b
 	}
-	b := iobuf.Get(maxWrite)
-	*b = (*b)[:n]
-	return b
+	j := iobuf.Get(maxWrite)
+	*j = append((*j)[:0], *b...)
+	iobuf.Put(b)
+	return j
 }

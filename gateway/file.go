@@ -195,9 +195,8 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	if err := n.gw.writeSlots.Acquire(context.WithoutCancel(ctx), int64(len(data))); err != nil {
 		return 0, n.gw.errno("write", err)
 	}
-	// The kernel reuses data once we return: keep a copy for the OSTs, in
-	// a buffer a write that continues this one can join (pendingWrite).
-	buf := writeBuffer(len(data))
+	// The kernel reuses data once we return: keep a copy for the OSTs.
+	buf := iobuf.Get(len(data))
 	copy(*buf, data)
 
 	n.gw.trackWritten(n) // before n.mu: see the lock order on node
@@ -249,8 +248,8 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 		return uint32(len(data)), 0
 	}
 	n.sendPendingLocked()
-	if len(n.inflight) > 0 && cap(*buf) == maxWrite && len(data) < maxWrite {
-		n.pending = &pendingWrite{off: off, buf: buf, layout: l}
+	if len(n.inflight) > 0 && len(data) < maxWrite {
+		n.pending = &pendingWrite{off: off, buf: joinable(buf), layout: l}
 	} else {
 		n.sendLocked(l, off, buf)
 	}
