@@ -66,7 +66,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, n.gw.errno("open", err)
 		}
 		// Close-to-open at the least: see the size others flushed.
-		if err := n.refreshIfStale(ctx); err != nil {
+		if _, _, err := n.currentAttr(ctx); err != nil {
 			return nil, 0, n.gw.errno("open", err)
 		}
 		if flags&syscall.O_TRUNC != 0 {
@@ -129,25 +129,6 @@ func (n *node) killSetID(ctx context.Context) error {
 		return err
 	}
 	n.gw.invalidateKernel([]dropped{{inos: []uint64{n.ino()}}})
-	return nil
-}
-
-func (n *node) refreshIfStale(ctx context.Context) error {
-	a, fresh := n.freshAttr()
-	if fresh {
-		return nil
-	}
-	if in, ok := n.gw.ns.attr(n.ino(), a); ok {
-		n.refresh(in.attr, nil)
-		return nil
-	}
-	seq := n.gw.ns.begin()
-	var r api.AttrResp
-	if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
-		return err
-	}
-	n.gw.ns.learnAttr(seq, r.Attr)
-	n.refresh(r.Attr, nil)
 	return nil
 }
 

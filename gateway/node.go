@@ -222,44 +222,54 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	return inode, 0
 }
 
-// Getattr answers from this node's attributes while they are fresh:
-// every change this mount makes refreshes them from meta's reply or marks
-// them stale, so a fresh copy is as good as asking meta (the kernel's own
-// cache has the same lifetime; with --attr-timeout 0, the default, none is
-// fresh). Otherwise the namespace cache answers what a held lock covers:
-// creating a file, for one, makes the kernel ask for its directory's
-// attributes again, and the create's reply put them there.
-func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+// currentAttr returns the node's attributes as of now, and whether they
+// are its own fresh copy: every change this mount makes refreshes them from
+// meta's reply or marks them stale, so a fresh copy is as good as asking
+// meta (the kernel's own cache has the same lifetime; with --attr-timeout
+// 0, the default, none is fresh). Otherwise the namespace cache answers
+// what a held lock covers (creating a file, for one, makes the kernel ask
+// for its directory's attributes again, and the create's reply put them
+// there), else meta; either refreshes the node.
+func (n *node) currentAttr(ctx context.Context) (api.Attr, bool, error) {
 	a, fresh := n.freshAttr()
 	if fresh {
-		n.gw.fillAttr(a, &out.Attr)
-		return 0
+		return a, true, nil
 	}
 	if in, ok := n.gw.ns.attr(n.ino(), a); ok {
 		n.refresh(in.attr, nil)
-		n.gw.fillAttr(in.attr, &out.Attr)
-		out.SetTimeout(n.gw.ns.attrTTL(n.ino()))
-		return 0
+		return in.attr, false, nil
 	}
 	seq := n.gw.ns.begin()
 	var r api.AttrResp
 	if err := n.gw.metaCall(ctx, api.OpGetAttr, api.InoReq{Ino: n.ino()}, &r); err != nil {
+		return api.Attr{}, false, err
+	}
+	n.gw.ns.learnAttr(seq, r.Attr)
+	n.refresh(r.Attr, nil)
+	return r.Attr, false, nil
+}
+
+// Getattr answers with currentAttr; what did not come from the node's own
+// copy the kernel keeps while a lock covers it.
+func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	a, fresh, err := n.currentAttr(ctx)
+	if err != nil {
 		n.mu.Lock()
-		open, a := n.opens > 0, n.attr
+		open, last := n.opens > 0, n.attr
 		n.mu.Unlock()
 		if api.CodeOf(err) != api.CodeNotFound || !open {
 			return n.gw.errno("getattr", err)
 		}
 		// fstat of an open file another name change removed: what this
 		// mount last knew, with no links left.
-		a.Nlink = 0
-		n.gw.fillAttr(a, &out.Attr)
+		last.Nlink = 0
+		n.gw.fillAttr(last, &out.Attr)
 		return 0
 	}
-	n.gw.ns.learnAttr(seq, r.Attr)
-	n.refresh(r.Attr, nil)
-	n.gw.fillAttr(r.Attr, &out.Attr)
-	out.SetTimeout(n.gw.ns.attrTTL(n.ino()))
+	n.gw.fillAttr(a, &out.Attr)
+	if !fresh {
+		out.SetTimeout(n.gw.ns.attrTTL(n.ino()))
+	}
 	return 0
 }
 

@@ -71,7 +71,7 @@ func (a *arena) get(n int) *[]byte {
 		return &b
 	}
 	a.once.Do(a.mapArena)
-	size := 1 << (minShift + c)
+	size := classSize(c)
 	a.mu.Lock()
 	if l := a.free[c]; len(l) > 0 {
 		b := l[len(l)-1]
@@ -109,10 +109,9 @@ func (a *arena) holds(b []byte) bool {
 	if a.mem == nil || cap(b) == 0 {
 		return false
 	}
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(a.mem)))
-	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	start, p := addr(a.mem), addr(b)
 	c := class(cap(b))
-	return p >= start && p < start+uintptr(len(a.mem)) && c < numClasses && cap(b) == 1<<(minShift+c)
+	return p >= start && p < start+uintptr(len(a.mem)) && c < numClasses && cap(b) == classSize(c)
 }
 
 // mapArena reserves the arena, aligned to a huge page, and advises it for
@@ -127,7 +126,7 @@ func (a *arena) mapArena() {
 	if err != nil {
 		return
 	}
-	skip := alignUp(int(uintptr(unsafe.Pointer(unsafe.SliceData(m)))), hugePage) - int(uintptr(unsafe.Pointer(unsafe.SliceData(m))))
+	skip := alignUp(int(addr(m)), hugePage) - int(addr(m))
 	mem := m[skip : skip+size]
 	// Advice only: without huge pages the arena still works.
 	_ = unix.Madvise(mem, unix.MADV_HUGEPAGE)
@@ -142,4 +141,9 @@ func class(n int) int {
 	return bits.Len(uint(n-1)) - minShift
 }
 
+// classSize is the capacity of class c's buffers.
+func classSize(c int) int { return 1 << (minShift + c) }
+
 func alignUp(n, a int) int { return (n + a - 1) &^ (a - 1) }
+
+func addr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }

@@ -9,10 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"unsafe"
 )
-
-func addr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
 
 // TestBuffers: a buffer has the length asked for and its class's capacity,
 // lies in the arena aligned to its size (or to a huge page), overlaps no
@@ -23,7 +20,7 @@ func TestBuffers(t *testing.T) {
 	var got []*[]byte
 	for i, n := range sizes {
 		b := a.get(n)
-		want := 1 << (minShift + class(n))
+		want := classSize(class(n))
 		if len(*b) != n || cap(*b) != want {
 			t.Fatalf("get(%d): len %d cap %d, want len %d cap %d", n, len(*b), cap(*b), n, want)
 		}

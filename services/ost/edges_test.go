@@ -2,12 +2,12 @@ package ost
 
 import (
 	"bytes"
-	"github.com/stria/stria/api/iobuf"
 	"log/slog"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/stria/stria/api"
+	"github.com/stria/stria/api/iobuf"
 )
 
 // TestPatchCRC: patching a block's checksum for zeros that became p gives

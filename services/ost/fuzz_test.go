@@ -3,10 +3,11 @@ package ost
 import (
 	"bytes"
 	"encoding/binary"
-	"github.com/stria/stria/api/iobuf"
 	"log/slog"
 	"sync/atomic"
 	"testing"
+
+	"github.com/stria/stria/api/iobuf"
 )
 
 // FuzzStore applies a random sequence of writes, truncations and reads to

@@ -2,9 +2,10 @@ package ost
 
 import (
 	"bytes"
-	"github.com/stria/stria/api/iobuf"
 	"log/slog"
 	"testing"
+
+	"github.com/stria/stria/api/iobuf"
 )
 
 // TestEarlyWriteout: a stream of writes to an object starts the write-out
