@@ -21,6 +21,13 @@
 // buffers were touched. When it is exhausted, or could not be mapped,
 // buffers come from Go's heap and are left to the collector when put back.
 //
+// Memory left idle is given back: every trimEvery, each huge page all of
+// whose buffers lay unused in their free lists since the last trim is
+// released to the kernel (MADV_DONTNEED; the buffers stay in their lists,
+// and the next use faults the page in again, a huge page at a time). Only
+// whole huge pages are released: releasing part of one would split it, and
+// its 4 KiB pages would then cost the full price to fault back in.
+//
 // The arena is the process's, as the heap is: `stria up` runs its mount and
 // its OSTs in one process, and they share it.
 package iobuf
@@ -28,6 +35,7 @@ package iobuf
 import (
 	"math/bits"
 	"sync"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -42,16 +50,28 @@ const (
 	// of it (64 MiB of write-behind, 64 MiB of read-ahead, the OSTs'
 	// requests in flight).
 	arenaBytes = 512 << 20
+	// trimEvery is how often idle memory is given back: a huge page is
+	// released once its buffers have lain unused for one to two periods.
+	trimEvery = 10 * time.Second
 )
 
 type arena struct {
-	size int // bytes to reserve; 0 means arenaBytes
-	once sync.Once
-	mem  []byte // the mapping, nil if there is none
+	size       int  // bytes to reserve; 0 means arenaBytes
+	noTrimLoop bool // tests call trim themselves
+	once       sync.Once
+	mem        []byte // the mapping, nil if there is none
 
 	mu   sync.Mutex
 	next int // mem[next:] has never been handed out
 	free [numClasses][]*[]byte
+	// lowWater is, per class, the fewest buffers its free list held since
+	// the last trim: the bottom lowWater of the list lay unused throughout.
+	lowWater [numClasses]int
+	// Per huge page of mem: how many buffers were carved from it (a buffer
+	// of several huge pages counts in each), and whether it is released
+	// (no buffer of it handed out since).
+	carved   []int32
+	released []bool
 }
 
 var shared arena
@@ -76,6 +96,9 @@ func (a *arena) get(n int) *[]byte {
 	if l := a.free[c]; len(l) > 0 {
 		b := l[len(l)-1]
 		a.free[c] = l[:len(l)-1]
+		a.lowWater[c] = min(a.lowWater[c], len(l)-1)
+		first, last := a.pages(*b)
+		clear(a.released[first:last])
 		a.mu.Unlock()
 		*b = (*b)[:n]
 		return b
@@ -87,8 +110,12 @@ func (a *arena) get(n int) *[]byte {
 		return &b
 	}
 	a.next = off + size
-	a.mu.Unlock()
 	b := a.mem[off : off+n : off+size]
+	first, last := a.pages(b)
+	for p := first; p < last; p++ {
+		a.carved[p]++
+	}
+	a.mu.Unlock()
 	return &b
 }
 
@@ -101,6 +128,56 @@ func (a *arena) put(b *[]byte) {
 	a.mu.Lock()
 	a.free[c] = append(a.free[c], b)
 	a.mu.Unlock()
+}
+
+// pages returns the huge pages of mem that buffer b (from the arena) lies
+// in: first to last, exclusive.
+func (a *arena) pages(b []byte) (first, last int) {
+	off := int(addr(b) - addr(a.mem))
+	return off / hugePage, (off + cap(b) + hugePage - 1) / hugePage
+}
+
+// trim releases every huge page all of whose buffers lay in their free
+// lists, unused, since the previous trim, and starts the next period.
+func (a *arena) trim() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.mem == nil {
+		return
+	}
+	idle := make([]int32, len(a.carved))
+	for c := range a.free {
+		for _, b := range a.free[c][:a.lowWater[c]] {
+			first, last := a.pages(*b)
+			for p := first; p < last; p++ {
+				idle[p]++
+			}
+		}
+		a.lowWater[c] = len(a.free[c])
+	}
+	// Under the lock: a buffer handed out while its page is being
+	// released would lose what is written to it.
+	for p := 0; p < len(idle); {
+		if a.released[p] || a.carved[p] == 0 || idle[p] != a.carved[p] {
+			p++
+			continue
+		}
+		run := p
+		for p < len(idle) && !a.released[p] && a.carved[p] > 0 && idle[p] == a.carved[p] {
+			a.released[p] = true
+			p++
+		}
+		// Advice: if it fails the memory just stays.
+		_ = unix.Madvise(a.mem[run*hugePage:p*hugePage], unix.MADV_DONTNEED)
+	}
+}
+
+// trimLoop gives idle memory back for the life of the process, as the
+// runtime's scavenger does for the heap.
+func (a *arena) trimLoop() {
+	for range time.Tick(trimEvery) {
+		a.trim()
+	}
 }
 
 // holds says whether b is a whole buffer of the arena's (its capacity one
@@ -131,6 +208,12 @@ func (a *arena) mapArena() {
 	// Advice only: without huge pages the arena still works.
 	_ = unix.Madvise(mem, unix.MADV_HUGEPAGE)
 	a.mem = mem
+	pages := (size + hugePage - 1) / hugePage
+	a.carved = make([]int32, pages)
+	a.released = make([]bool, pages)
+	if !a.noTrimLoop {
+		go a.trimLoop()
+	}
 }
 
 // class is the smallest class holding n bytes (numClasses or more if none).

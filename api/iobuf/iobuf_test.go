@@ -9,13 +9,16 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestBuffers: a buffer has the length asked for and its class's capacity,
 // lies in the arena aligned to its size (or to a huge page), overlaps no
 // other, and comes back for the next Get of its class once put.
 func TestBuffers(t *testing.T) {
-	a := &arena{size: 64 << 20}
+	a := &arena{size: 64 << 20, noTrimLoop: true}
 	sizes := []int{1, 4096, 64 << 10, 64<<10 + 1, 200 << 10, 1 << 20, 1<<20 + 128, 3 << 20, 16 << 20}
 	var got []*[]byte
 	for i, n := range sizes {
@@ -62,7 +65,7 @@ func TestBuffers(t *testing.T) {
 // TestArenaFull: once the arena is handed out, buffers come from the heap
 // and are not kept when put back; buffers put back are still reused.
 func TestArenaFull(t *testing.T) {
-	a := &arena{size: 4 << 20}
+	a := &arena{size: 4 << 20, noTrimLoop: true}
 	b1, b2 := a.get(2<<20), a.get(2<<20)
 	if !a.holds(*b1) || !a.holds(*b2) {
 		t.Fatal("the first 4 MiB did not come from a 4 MiB arena")
@@ -99,7 +102,7 @@ func TestHugePageAdvice(t *testing.T) {
 	if !strings.Contains(string(mode), "[never]") {
 		want = "1"
 	}
-	a := &arena{size: 8 << 20}
+	a := &arena{size: 8 << 20, noTrimLoop: true}
 	b := a.get(1 << 20)
 	(*b)[0] = 1
 	got := smapsField(t, addr(a.mem), "THPeligible")
@@ -136,7 +139,7 @@ func smapsField(t *testing.T, p uintptr, field string) string {
 // TestConcurrent: Get and Put from many goroutines hand no buffer to two
 // holders at once (run with -race).
 func TestConcurrent(t *testing.T) {
-	a := &arena{size: 32 << 20}
+	a := &arena{size: 32 << 20, noTrimLoop: true}
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
@@ -159,4 +162,87 @@ func TestConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestTrim: a huge page whose buffers all lay unused in their free lists
+// for a whole period between two trims is given back to the kernel; one
+// with a buffer still held, or used during the period, is not; a released
+// buffer works again when handed out.
+func TestTrim(t *testing.T) {
+	a := &arena{size: 16 << 20, noTrimLoop: true}
+	big := a.get(4 << 20) // huge pages 0 and 1
+	var small []*[]byte   // 512 KiB each: four in page 2, four in page 3
+	for range 8 {
+		small = append(small, a.get(512<<10))
+	}
+	for i, b := range append([]*[]byte{big}, small...) {
+		for j := range *b {
+			(*b)[j] = byte(i + 1)
+		}
+	}
+	a.put(big)
+	for _, b := range small[:7] {
+		a.put(b)
+	}
+	resident := func(b *[]byte) bool {
+		t.Helper()
+		vec := make([]byte, (cap(*b)+os.Getpagesize()-1)/os.Getpagesize())
+		full := (*b)[:cap(*b)]
+		if _, _, e := unix.Syscall(unix.SYS_MINCORE, addr(full), uintptr(len(full)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+			t.Fatal("mincore:", e)
+		}
+		for _, v := range vec {
+			if v&1 == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	expect := func(when string, want bool, bufs ...*[]byte) {
+		t.Helper()
+		for _, b := range bufs {
+			if got := resident(b); got != want {
+				t.Fatalf("%s: buffer at %#x resident %v, want %v", when, addr(*b), got, want)
+			}
+		}
+	}
+	expect("touched", true, append([]*[]byte{big}, small...)...)
+	a.trim() // the first period starts: nothing has been idle through one
+	expect("after the first trim", true, append([]*[]byte{big}, small...)...)
+	a.trim()
+	expect("idle a whole period", false, append([]*[]byte{big}, small[:4]...)...)
+	expect("sharing a huge page with a held buffer", true, small[4:]...)
+	for j, v := range *small[7] {
+		if v != 9 {
+			t.Fatalf("held buffer byte %d is %d after trim, want 9", j, v)
+		}
+	}
+
+	// Used during a period (put back, taken, put back): not idle.
+	a.put(small[7])
+	if b := a.get(512 << 10); b != small[7] {
+		t.Fatal("get did not return the buffer just put back")
+	}
+	a.put(small[7])
+	a.trim()
+	expect("used during the period", true, small[4:]...)
+	a.trim()
+	expect("idle since", false, small[4:]...)
+
+	// Released memory works again, and what is handed out is not idle.
+	b := a.get(4 << 20)
+	if b != big {
+		t.Fatal("get(4 MiB) did not return the released buffer")
+	}
+	for j := range *b {
+		(*b)[j] = 0xAB
+	}
+	a.trim()
+	a.trim()
+	expect("handed out again", true, b)
+	for j, v := range *b {
+		if v != 0xAB {
+			t.Fatalf("byte %d is %#x, want 0xab", j, v)
+		}
+	}
 }
