@@ -155,20 +155,22 @@ func (a *arena) trim() {
 		}
 		a.lowWater[c] = len(a.free[c])
 	}
+	releasable := func(p int) bool {
+		return !a.released[p] && a.carved[p] > 0 && idle[p] == a.carved[p]
+	}
 	// Under the lock: a buffer handed out while its page is being
-	// released would lose what is written to it.
-	for p := 0; p < len(idle); {
-		if a.released[p] || a.carved[p] == 0 || idle[p] != a.carved[p] {
-			p++
-			continue
-		}
+	// released would lose what is written to it. Runs of pages go in
+	// one call.
+	for p := 0; p < len(idle); p++ {
 		run := p
-		for p < len(idle) && !a.released[p] && a.carved[p] > 0 && idle[p] == a.carved[p] {
+		for p < len(idle) && releasable(p) {
 			a.released[p] = true
 			p++
 		}
-		// Advice: if it fails the memory just stays.
-		_ = unix.Madvise(a.mem[run*hugePage:p*hugePage], unix.MADV_DONTNEED)
+		if p > run {
+			// Advice: if it fails the memory just stays.
+			_ = unix.Madvise(a.mem[run*hugePage:p*hugePage], unix.MADV_DONTNEED)
+		}
 	}
 }
 
