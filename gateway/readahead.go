@@ -144,7 +144,7 @@ func (n *node) noteRead(h *handle, l *api.Layout, off int64, length int, size in
 	}
 }
 
-// fetchAhead reads one chunk into a buffer of the mount's pool.
+// fetchAhead reads one chunk into a buffer from iobuf.
 func (n *node) fetchAhead(l *api.Layout, p *prefetch) {
 	buf := iobuf.Get(p.length)
 	r, err := n.gw.readExtent(context.Background(), n.ino(), l, p.off, *buf)
@@ -183,7 +183,7 @@ func (n *node) dropLocked(p *prefetch) {
 }
 
 // releaseLocked returns a dropped, completed chunk's memory: its buffer
-// to the pool and its bytes to the mount's budget.
+// to iobuf and its bytes to the mount's budget.
 func (n *node) releaseLocked(p *prefetch) {
 	iobuf.Put(p.buf)
 	p.buf = nil
