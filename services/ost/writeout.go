@@ -1,7 +1,8 @@
 package ost
 
 import (
-	"golang.org/x/sys/unix"
+	"fmt"
+	"os"
 )
 
 // Early write-out: the data of a stream of writes goes to disk while the
@@ -11,17 +12,26 @@ import (
 // (30 s) or memory runs short, so an fsync after a large write found all of
 // it still to write and waited for the disk to take the whole of it, with
 // nothing overlapped. Every writeoutBytes written to an object, the OST
-// starts the write-out of the span they cover (sync_file_range with
-// SYNC_FILE_RANGE_WRITE, which submits the pages and does not wait for
-// them), so an fsync waits only for what came after. Durability is
-// unchanged: nothing is acknowledged as durable but by fsync (syncHandle).
+// writes the span they cover out and flushes the disk's cache, from one
+// goroutine of the store, so an fsync waits only for what came after.
 //
-// Submitting pages is not free (the file system allocates their blocks
-// then), so one goroutine of the store does it, not the write: a write
-// only queues the span, and if the queue is full the span is left to the
-// next fsync. Small objects (below writeoutBytes: every small file) never
-// start one; an object rewritten in place goes to disk once per
-// writeoutBytes written.
+// Submitting the pages (sync_file_range) is not enough: the disk acknowledges
+// them into its volatile cache (a virtual disk's is the host's page cache),
+// and the fsync's cache flush then waited for all of it to reach stable
+// storage: ~50 ms after 94 MB here, however slowly it had been written.
+// fdatasync after each span moves that flush into the stream too (the final
+// one then took 3 ms).
+//
+// Durability is unchanged: nothing is acknowledged as durable but by the
+// object's own sync (syncHandle). The early fdatasync goes through a
+// descriptor of its own: Linux reports a write-back error once to each
+// open file description, so the handle's descriptor still reports, at the
+// next fsync, an error the early one met, and the early one only logs it.
+//
+// Small objects (below writeoutBytes: every small file) never start one; an
+// object rewritten in place goes to disk once per writeoutBytes written; a
+// write only queues the span, and if the queue is full the span is left to
+// the next write-out or fsync of the object, which cover the whole file.
 const (
 	writeoutBytes = 4 << 20
 	writeoutQueue = 64
@@ -68,17 +78,28 @@ func (s *store) queueWriteout(h *handle, lo, hi int64) {
 	}
 }
 
-// runWriteouts submits queued spans until the queue is closed. A failure
-// is advice lost: the pages stay dirty, and the next fsync writes them and
-// reports what the disk reports.
+// runWriteouts writes out and flushes queued spans until the queue is
+// closed. A failure is advice lost: the next fsync of the object writes
+// what is left and reports what the disk reports.
 func (s *store) runWriteouts() {
 	defer close(s.writeoutsDone)
 	for w := range s.writeouts {
-		if err := unix.SyncFileRange(int(w.h.data.Fd()), w.lo, w.hi-w.lo, unix.SYNC_FILE_RANGE_WRITE); err != nil {
+		if err := writeOut(w); err != nil {
 			s.log.Debug("early write-out", "object", w.h.obj, "err", err)
 		} else {
 			s.writtenOut.Add(w.hi - w.lo)
 		}
 		s.cache.release(w.h)
 	}
+}
+
+// writeOut makes the object's data durable up to the end of the span,
+// through a descriptor of its own (see the top of this file).
+func writeOut(w writeoutSpan) error {
+	own, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", w.h.data.Fd()))
+	if err != nil {
+		return err
+	}
+	defer own.Close()
+	return fdatasync(own)
 }
