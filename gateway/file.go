@@ -220,17 +220,20 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	n.dirty = true
 	n.dataGen++
 
-	if p := n.pending; p != nil && p.layout == l && p.end() == off && len(*p.buf)+len(data) <= cap(*p.buf) {
+	if p := n.pending; p != nil && p.layout == l && p.end() == off && len(*p.buf)+len(data) <= maxWrite {
+		if len(*p.buf)+len(data) > cap(*p.buf) {
+			p.buf = joinable(p.buf)
+		}
 		*p.buf = append(*p.buf, data...)
 		iobuf.Put(buf)
-		if len(*p.buf) == cap(*p.buf) {
+		if len(*p.buf) == maxWrite {
 			n.sendPendingLocked()
 		}
 		return uint32(len(data)), 0
 	}
 	n.sendPendingLocked()
 	if len(n.inflight) > 0 && len(data) < maxWrite {
-		n.pending = &pendingWrite{off: off, buf: joinable(buf), layout: l}
+		n.pending = &pendingWrite{off: off, buf: buf, layout: l}
 	} else {
 		n.sendLocked(l, off, buf)
 	}
@@ -242,7 +245,7 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 // they go to the OSTs as one request: the kernel cuts every unaligned write
 // at partial pages, and many programs write in small pieces, so this turns
 // runs of small requests (each an OST read-modify-write of a checksum
-// block) into a few large ones. It is sent when it fills its buffer, when
+// block) into a few large ones. It is sent when it reaches maxWrite, when
 // a write in flight completes (so it waits no longer than one OST round
 // trip, and never when nothing is in flight), or when anything needs the
 // data on the OSTs (overlapping I/O, flush, fsync, truncate).
