@@ -85,7 +85,7 @@ func (s *store) runWriteouts() {
 	defer close(s.writeoutsDone)
 	for w := range s.writeouts {
 		if err := writeOut(w); err != nil {
-			s.log.Debug("early write-out", "object", w.h.obj, "err", err)
+			s.log.Warn("early write-out failed", "object", w.h.obj, "err", err)
 		} else {
 			s.writtenOut.Add(w.hi - w.lo)
 		}
@@ -93,7 +93,8 @@ func (s *store) runWriteouts() {
 	}
 }
 
-// writeOut makes the object's data durable up to the end of the span,
+// writeOut makes the bytes of the object's data file durable, the span
+// and what came before it (its checksums wait for the object's own sync),
 // through a descriptor of its own (see the top of this file).
 func writeOut(w writeoutSpan) error {
 	own, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", w.h.data.Fd()))
