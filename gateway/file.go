@@ -220,11 +220,7 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	n.dirty = true
 	n.dataGen++
 
-	if p := n.pending; p != nil && p.layout == l && p.end() == off && len(*p.buf)+len(data) <= maxWrite {
-		if len(*p.buf)+len(data) > cap(*p.buf) {
-			p.buf = joinable(p.buf)
-		}
-		*p.buf = append(*p.buf, data...)
+	if p := n.pending; p != nil && p.join(l, off, data) {
 		iobuf.Put(buf)
 		if len(*p.buf) == maxWrite {
 			n.sendPendingLocked()
@@ -258,6 +254,20 @@ type pendingWrite struct {
 func (p *pendingWrite) end() int64 { return p.off + int64(len(*p.buf)) }
 
 func (p *pendingWrite) overlaps(e extent) bool { return p.off < e.end && e.off < p.end() }
+
+// join appends data, written at off with layout l, to p if it continues p
+// and the two stay within maxWrite, moving p into a 1 MiB buffer when its
+// own is too small (joinable), and reports whether it did.
+func (p *pendingWrite) join(l *api.Layout, off int64, data []byte) bool {
+	if p.layout != l || p.end() != off || len(*p.buf)+len(data) > maxWrite {
+		return false
+	}
+	if len(*p.buf)+len(data) > cap(*p.buf) {
+		p.buf = joinable(p.buf)
+	}
+	*p.buf = append(*p.buf, data...)
+	return true
+}
 
 // sendPendingLocked sends the pending write, if any.
 func (n *node) sendPendingLocked() {

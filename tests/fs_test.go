@@ -217,6 +217,43 @@ func TestPOSIX(t *testing.T) {
 		sameBytes(t, "whole file after close", mustRead(t, p), want)
 	})
 
+	// A small write held pending keeps its own buffer until the next one
+	// continues it past that buffer's size; then both move into a 1 MiB
+	// one. Through a write-only handle (one WRITE per write), each run of
+	// small writes follows a large write that is likely still on its way
+	// to the OSTs (so the small ones are held pending, not sent at once):
+	// they join, and everything reads back in order.
+	t.Run("PendingWritesJoin", func(t *testing.T) {
+		p := filepath.Join(dir(t), "joined")
+		setstripe(t, "-c", "4", "-S", "1M", p)
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		const mib, runs, small, perRun = 1 << 20, 40, 40000, 3
+		const bigAt = 8 * mib // past the runs of small writes
+		want := make([]byte, bigAt+runs*mib)
+		write := func(d []byte, off int) {
+			t.Helper()
+			if _, err := f.WriteAt(d, int64(off)); err != nil {
+				t.Fatalf("write %d bytes at %d: %v", len(d), off, err)
+			}
+			copy(want[off:], d)
+		}
+		for r := range runs {
+			write(randomData(uint64(r), mib), bigAt+r*mib)
+			for i := range perRun {
+				k := r*perRun + i
+				write(randomData(uint64(1000+k), small), k*small)
+			}
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		sameBytes(t, "large writes and joined small ones", mustRead(t, p), want)
+	})
+
 	t.Run("StridedReadsSeeWrites", func(t *testing.T) {
 		// Every other record, as IOR's readers take them: the gateway
 		// reads ahead of such a reader, and what it read must never hide
