@@ -256,8 +256,11 @@ func (p *pendingWrite) end() int64 { return p.off + int64(len(*p.buf)) }
 func (p *pendingWrite) overlaps(e extent) bool { return p.off < e.end && e.off < p.end() }
 
 // join appends data, written at off with layout l, to p if it continues p
-// and the two stay within maxWrite, moving p into a 1 MiB buffer when its
-// own is too small (joinable), and reports whether it did.
+// and the two stay within maxWrite, and reports whether it did. p keeps
+// the buffer of its own size until a write that joins it does not fit
+// there, and only then moves into a 1 MiB one (joinable): a pending write
+// that nothing joins (each mount's records of IOR-hard on two mounts) goes
+// out with one copy of its bytes and without holding 1 MiB in flight.
 func (p *pendingWrite) join(l *api.Layout, off int64, data []byte) bool {
 	if p.layout != l || p.end() != off || len(*p.buf)+len(data) > maxWrite {
 		return false

@@ -66,6 +66,7 @@ type store struct {
 	writeouts     chan writeoutSpan
 	writeoutsDone chan struct{}
 	writtenOut    atomic.Int64
+	writeoutSeq   atomic.Uint64 // spans queued so far
 }
 
 // objDir tracks whether a directory has entries not yet made durable.
@@ -179,6 +180,9 @@ type handle struct {
 	// writeout: written since the last early write-out (writeout.go).
 	// Guarded like edges.
 	writeout writeout
+	// flushedSeq: the last span queued before this object's latest early
+	// fdatasync started. Only runWriteouts uses it.
+	flushedSeq uint64
 
 	// Guarded by handleCache.mu.
 	refs int

@@ -65,6 +65,7 @@ func (w *writeout) wrote(off, end int64) (lo, hi int64, due bool) {
 type writeoutSpan struct {
 	h      *handle // referenced until submitted
 	lo, hi int64
+	seq    uint64 // store.writeoutSeq when queued
 }
 
 // queueWriteout has the write-out goroutine submit [lo, hi) of h's data
@@ -72,7 +73,7 @@ type writeoutSpan struct {
 func (s *store) queueWriteout(h *handle, lo, hi int64) {
 	s.cache.retain(h)
 	select {
-	case s.writeouts <- writeoutSpan{h, lo, hi}:
+	case s.writeouts <- writeoutSpan{h, lo, hi, s.writeoutSeq.Add(1)}:
 	default:
 		s.cache.release(h)
 	}
@@ -84,11 +85,18 @@ func (s *store) queueWriteout(h *handle, lo, hi int64) {
 func (s *store) runWriteouts() {
 	defer close(s.writeoutsDone)
 	for w := range s.writeouts {
-		if err := writeOut(w); err != nil {
-			s.log.Warn("early write-out failed", "object", w.h.obj, "err", err)
-		} else {
-			s.writtenOut.Add(w.hi - w.lo)
+		// An fdatasync covers every span of the object queued before it
+		// started: one queued behind it needs none of its own.
+		if w.seq > w.h.flushedSeq {
+			upto := s.writeoutSeq.Load()
+			if err := writeOut(w); err != nil {
+				s.log.Warn("early write-out failed", "object", w.h.obj, "err", err)
+				s.cache.release(w.h)
+				continue
+			}
+			w.h.flushedSeq = upto
 		}
+		s.writtenOut.Add(w.hi - w.lo)
 		s.cache.release(w.h)
 	}
 }
