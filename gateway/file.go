@@ -322,10 +322,11 @@ func (n *node) runWrite(w *writeBehind) {
 
 // awaitWritesLocked returns once the pending write and the writes in
 // flight that overlap e (all of them when e is nil) are on the OSTs. A
-// write whose goroutine has not started yet it runs itself: on this
-// two-CPU machine a new goroutine waited ~130 µs to run (its P was held
-// by a FUSE reader blocked in read(2) until sysmon took it back), and a
-// close(2) right after a small write waited that long for it.
+// write whose goroutine has not started yet it runs itself: on a two-CPU
+// machine a new goroutine was measured to wait ~130 µs before it ran
+// (most likely queued on a P whose thread had gone on to block in a FUSE
+// read(2), until sysmon handed the P on), and a close(2) right after a
+// small write waited that long for it.
 func (n *node) awaitWritesLocked(e *extent) {
 	for {
 		if p := n.pending; p != nil && (e == nil || p.overlaps(*e)) {
