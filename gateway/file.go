@@ -177,10 +177,6 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	if err := n.gw.writeSlots.Acquire(context.WithoutCancel(ctx), int64(len(data))); err != nil {
 		return 0, n.gw.errno("write", err)
 	}
-	// The kernel reuses data once we return: keep a copy for the OSTs.
-	buf := iobuf.Get(len(data))
-	copy(*buf, data)
-
 	n.gw.trackWritten(n) // before n.mu: see the lock order on node
 	// A write through a write-only (direct) handle did not pass through the
 	// page cache. The kernel dropped the pages it covers before sending it,
@@ -202,7 +198,6 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	// Overlapping writes reach the OSTs in order: wait for any in flight.
 	n.awaitWritesLocked(&ext)
 	if err := n.takeWriteErrLocked(); err != nil {
-		iobuf.Put(buf)
 		n.gw.writeSlots.Release(int64(len(data)))
 		return 0, n.gw.errno("write", err)
 	}
@@ -214,12 +209,15 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	n.dataGen++
 
 	if p := n.pending; p != nil && p.join(l, off, data) {
-		iobuf.Put(buf)
 		if len(*p.buf) == maxWrite {
 			n.sendPendingLocked()
 		}
 		return uint32(len(data)), 0
 	}
+	// The kernel reuses data once we return: keep a copy for the OSTs (a
+	// write that joins the pending one is copied there, and only there).
+	buf := iobuf.Get(len(data))
+	copy(*buf, data)
 	n.sendPendingLocked()
 	if len(n.inflight) > 0 && len(data) < maxWrite {
 		n.pending = &pendingWrite{off: off, buf: buf, layout: l}
