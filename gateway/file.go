@@ -244,7 +244,7 @@ type pendingWrite struct {
 
 func (p *pendingWrite) end() int64 { return p.off + int64(len(*p.buf)) }
 
-func (p *pendingWrite) overlaps(e extent) bool { return p.off < e.end && e.off < p.end() }
+func (p *pendingWrite) overlaps(e extent) bool { return extent{p.off, p.end()}.overlaps(e) }
 
 // join appends data, written at off with layout l, to p if it continues p
 // and the two stay within maxWrite, and reports whether it did. p keeps
@@ -283,13 +283,16 @@ type writeBehind struct {
 	claimed atomic.Bool
 }
 
+// claim reports whether the caller is the one to run w.
+func (w *writeBehind) claim() bool { return w.claimed.CompareAndSwap(false, true) }
+
 // sendLocked starts writing buf at off to the OSTs; the buffer and its
 // write-behind slots are given back when the write completes.
 func (n *node) sendLocked(l *api.Layout, off int64, buf *[]byte) {
 	w := &writeBehind{ext: extent{off, off + int64(len(*buf))}, layout: l, buf: buf}
 	n.inflight = append(n.inflight, w)
 	go func() {
-		if w.claimed.CompareAndSwap(false, true) {
+		if w.claim() {
 			n.runWrite(w)
 		}
 	}()
@@ -333,10 +336,10 @@ func (n *node) awaitWritesLocked(e *extent) {
 		var unclaimed *writeBehind
 		busy := false
 		for _, w := range n.inflight {
-			if e != nil && (w.ext.end <= e.off || e.end <= w.ext.off) {
+			if e != nil && !w.ext.overlaps(*e) {
 				continue
 			}
-			if w.claimed.CompareAndSwap(false, true) {
+			if w.claim() {
 				unclaimed = w
 				break
 			}

@@ -51,6 +51,8 @@ type node struct {
 
 type extent struct{ off, end int64 }
 
+func (e extent) overlaps(f extent) bool { return e.off < f.end && f.off < e.end }
+
 var (
 	_ fs.NodeLookuper       = (*node)(nil)
 	_ fs.NodeGetattrer      = (*node)(nil)

@@ -1,9 +1,9 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,11 +13,12 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-// domRecorder stands in for meta in these unit tests: it keeps the writes
-// to the Data-on-MDT region it is sent, in order, and can hold one back.
+// domRecorder stands in for meta in these unit tests: it keeps the offsets
+// of the writes to the Data-on-MDT region it is sent, in order, and can
+// hold one back.
 type domRecorder struct {
-	mu     sync.Mutex
-	writes []api.DoMWriteReq
+	mu   sync.Mutex
+	offs []int64
 	// hold, if set, is waited for before a write at holdOff is recorded.
 	hold    chan struct{}
 	holdOff int64
@@ -36,7 +37,7 @@ func (m *domRecorder) ServeMeta(_, op string, req any) (any, error) {
 		<-m.hold
 	}
 	m.mu.Lock()
-	m.writes = append(m.writes, api.DoMWriteReq{Ino: w.Ino, Off: w.Off, Data: bytes.Clone(w.Data)})
+	m.offs = append(m.offs, w.Off)
 	m.mu.Unlock()
 	if m.recorded != nil {
 		m.recorded <- w.Off
@@ -47,11 +48,7 @@ func (m *domRecorder) ServeMeta(_, op string, req any) (any, error) {
 func (m *domRecorder) offsets() []int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var offs []int64
-	for _, w := range m.writes {
-		offs = append(offs, w.Off)
-	}
-	return offs
+	return slices.Clone(m.offs)
 }
 
 // writeBehindNode is a node of a gateway whose meta is m, with a layout
