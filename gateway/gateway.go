@@ -54,8 +54,11 @@ type Config struct {
 	// NATSURL is shown to admin tools through the stria.nats xattr.
 	NATSURL string `json:"nats"`
 	// ReadAheadKB is the kernel's read-ahead window for the mount.
-	ReadAheadKB int  `json:"read-ahead-kb"`
-	Debug       bool `json:"debug"`
+	ReadAheadKB int `json:"read-ahead-kb"`
+	// FUSERing serves the mount over io_uring where the kernel has it and
+	// the mount runs as root (fusering.go), else over /dev/fuse alone.
+	FUSERing bool `json:"fuse-io-uring"`
+	Debug    bool `json:"debug"`
 }
 
 // NewConfig returns the defaults.
@@ -67,6 +70,7 @@ func NewConfig() Config {
 		MetaTimeout:   30 * time.Second,
 		StartTimeout:  60 * time.Second,
 		ReadAheadKB:   8 << 10,
+		FUSERing:      true,
 	}
 }
 
@@ -223,15 +227,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return ctx.Err()
 	}
 
-	server, err := fs.Mount(g.cfg.Mountpoint, root, g.fuseOptions())
+	server, ring, err := g.mount(root)
 	if err != nil {
-		return fmt.Errorf("gateway: mounting %s: %w", g.cfg.Mountpoint, err)
+		return err
 	}
 	g.server.Store(server)
-	if err := server.WaitMount(); err != nil {
-		server.Unmount()
-		return fmt.Errorf("gateway: waiting for mount: %w", err)
-	}
 	g.setReadAhead()
 	g.log.Info("mounted")
 	close(g.ready)
@@ -243,17 +243,46 @@ func (g *Gateway) Run(ctx context.Context) error {
 	case <-served:
 		return errors.New("gateway: file system was unmounted from outside")
 	}
+	unmount := server.Unmount
+	if ring != nil {
+		// go-fuse knows the mount only as /dev/fd/N.
+		unmount = func() error { return syscall.Unmount(g.cfg.Mountpoint, 0) }
+	}
 	// A busy mount (a shell sitting in it) cannot be unmounted normally;
 	// detach it so the process can still stop.
-	if err := server.Unmount(); err != nil {
+	if err := unmount(); err != nil {
 		g.log.Warn("unmount failed, detaching", "err", err)
 		if derr := syscall.Unmount(g.cfg.Mountpoint, syscall.MNT_DETACH); derr != nil {
 			return fmt.Errorf("gateway: unmounting %s: %w", g.cfg.Mountpoint, errors.Join(err, derr))
 		}
 	}
 	<-served
+	if ring != nil {
+		ring.wait()
+	}
 	g.log.Info("unmounted")
 	return nil
+}
+
+// mount mounts the file system: over io_uring if configured and possible,
+// else over /dev/fuse alone.
+func (g *Gateway) mount(root *node) (*fuse.Server, *fuseRing, error) {
+	if g.cfg.FUSERing {
+		if why := fuseRingUnavailable(g.log); why != nil {
+			g.log.Info("FUSE over io_uring not used", "why", why)
+		} else {
+			server, ring, err := mountFUSERing(g.cfg.Mountpoint, root, g.fuseOptions(), g.cfg.StartTimeout, g.log)
+			if err != nil {
+				return nil, nil, fmt.Errorf("gateway: mounting %s: %w (--fuse-io-uring=false mounts without it)", g.cfg.Mountpoint, err)
+			}
+			return server, ring, nil
+		}
+	}
+	server, err := fs.Mount(g.cfg.Mountpoint, root, g.fuseOptions())
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway: mounting %s: %w", g.cfg.Mountpoint, err)
+	}
+	return server, nil, nil
 }
 
 // setReadAhead raises the kernel's read-ahead window for this mount.

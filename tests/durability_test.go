@@ -109,8 +109,11 @@ func TestFsyncSurvivesKill9(t *testing.T) {
 
 	c.crash()
 	var sfs syscall.Statfs_t
-	if err := syscall.Statfs(c.mnt, &sfs); !errors.Is(err, syscall.ENOTCONN) {
-		t.Fatalf("after kill -9 the mount should be dead (ENOTCONN), got %v", err)
+	// ENOTCONN; or, from a mount served over io_uring whose rings the
+	// kernel is still tearing down, ECONNABORTED or ECANCELED.
+	err = syscall.Statfs(c.mnt, &sfs)
+	if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) && !errors.Is(err, syscall.ECANCELED) {
+		t.Fatalf("after kill -9 the mount should be dead (ENOTCONN, ECONNABORTED or ECANCELED), got %v", err)
 	}
 	c.up() // clears the dead mount itself
 

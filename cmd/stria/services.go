@@ -163,6 +163,7 @@ func addGatewayFlags(fs *flag.FlagSet, cfg *gateway.Config) {
 	fs.DurationVar(&cfg.OSTTimeout, "ost-timeout", cfg.OSTTimeout, "bound on one OST request (then EIO)")
 	fs.DurationVar(&cfg.MetaTimeout, "meta-timeout", cfg.MetaTimeout, "bound on one metadata request (then EIO)")
 	fs.IntVar(&cfg.ReadAheadKB, "read-ahead-kb", cfg.ReadAheadKB, "kernel read-ahead window for the mount, KiB (0: leave the kernel's)")
+	fs.BoolVar(&cfg.FUSERing, "fuse-io-uring", cfg.FUSERing, "serve the mount over io_uring where the kernel has it (Linux 6.14+) and the mount runs as root: fewer thread wake-ups per request")
 	fs.BoolVar(&cfg.Debug, "fuse-debug", cfg.Debug, "log every FUSE request")
 }
 

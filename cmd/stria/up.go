@@ -227,6 +227,14 @@ func lockDir(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
+// deadFUSE tells whether err is what a FUSE mount whose server died
+// returns: "not connected" once the kernel has torn the connection down;
+// a mount served over io_uring dies a moment after its process, and until
+// the kernel has torn its rings down a request is "aborted" or "canceled".
+func deadFUSE(err error) bool {
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECANCELED)
+}
+
 // checkMountpoint makes sure mnt is a directory a mount can go on. A dead
 // FUSE mount left by a killed stria ("transport endpoint is not connected")
 // is detached first, so a restart after kill -9 just works.
@@ -234,7 +242,7 @@ func checkMountpoint(mnt string, log *slog.Logger) error {
 	// statfs always reaches the file system (stat may be answered from
 	// the kernel's attribute cache).
 	var sfs syscall.Statfs_t
-	if err := syscall.Statfs(mnt, &sfs); errors.Is(err, syscall.ENOTCONN) {
+	if err := syscall.Statfs(mnt, &sfs); deadFUSE(err) {
 		log.Warn("detaching the dead mount of an earlier stria", "mount", mnt)
 		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
 			return fmt.Errorf("mount point %s holds a dead mount that cannot be detached: %w", mnt, err)
