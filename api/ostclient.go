@@ -46,9 +46,11 @@ type OSTHandler interface {
 	// read's bytes go into dest and the reply's payload is a prefix of it;
 	// other replies' payload is returned.
 	ServeOST(ctx context.Context, h ReqHeader, payload, dest []byte) (RespHeader, []byte, error)
-	// ReadOST reads length bytes at off of obj, verified, and lends them
-	// until done is called, which must happen once.
-	ReadOST(ctx context.Context, obj uint64, off int64, length int) (data []byte, done func(), err error)
+	// ReadOST reads len(dest) bytes at off of obj, verified: into dest
+	// when they are whole checksum blocks (data is then a prefix of dest),
+	// else into a buffer of the OST's that it lends; done, which must be
+	// called once, gives that back.
+	ReadOST(ctx context.Context, obj uint64, off int64, dest []byte) (data []byte, done func(), err error)
 }
 
 // LocalOSTs is the OSTs in this process by data path address, for
@@ -303,7 +305,7 @@ func (c *OSTClient) ReadShared(ctx context.Context, addr string, obj uint64, off
 		return nil, nil, err
 	}
 	if l, ok := c.Local.LocalOST(addr); ok {
-		data, done, err := l.ReadOST(ctx, obj, off, len(dest))
+		data, done, err := l.ReadOST(ctx, obj, off, dest)
 		if err != nil {
 			return nil, nil, localErr(addr, err)
 		}

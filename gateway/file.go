@@ -151,7 +151,7 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 	if h, ok := fh.(*handle); ok {
 		n.noteRead(h, l, off, len(dest), size)
 		if n.serveAhead(h, dest, off) {
-			return fuse.ReadResultData(dest), 0
+			return destRead(dest), 0
 		}
 	}
 	r, err := n.gw.readExtent(ctx, n.ino(), l, off, dest)

@@ -109,31 +109,29 @@ func (g *Gateway) readDoM(ctx context.Context, ino uint64, off int64, n int) ([]
 
 // readExtent reads len(dest) bytes at file offset off of file ino. Bytes
 // neither meta nor an object holds (holes, or past what was written inside
-// the file size) read as zeros. Stripes on OSTs of this machine come
-// straight from the memory they share with us (see
-// api.OSTClient.ReadShared), the others into dest; the result keeps the
-// shared memory until go-fuse has written it to the kernel.
-func (g *Gateway) readExtent(ctx context.Context, ino uint64, l *api.Layout, off int64, dest []byte) (*stripeRead, error) {
+// the file size) read as zeros. Whole blocks on OSTs in this process are
+// read into dest (api.OSTHandler.ReadOST); when every byte is there, the
+// result is dest itself. Otherwise it is the pieces where they came from —
+// memory shared with an OST of this machine (api.OSTClient.ReadShared),
+// lent until the result is Done, dest, and zeros.
+func (g *Gateway) readExtent(ctx context.Context, ino uint64, l *api.Layout, off int64, dest []byte) (fuse.ReadResult, error) {
 	ctx = context.WithoutCancel(ctx) // see metaCall; OSTTimeout bounds it
-	r := &stripeRead{size: len(dest)}
+	whole, domLen := dest, 0
 	if dom := int64(l.DoMSize); off < dom {
-		n := int(min(dom-off, int64(len(dest))))
-		head, err := g.readDoM(ctx, ino, off, n)
+		domLen = int(min(dom-off, int64(len(dest))))
+		head, err := g.readDoM(ctx, ino, off, domLen)
 		if err != nil {
 			return nil, err
 		}
-		if len(head) > 0 {
-			r.parts = append(r.parts, head)
-		}
-		r.parts = appendZeros(r.parts, n-len(head))
-		off, dest = off+int64(n), dest[n:]
+		clear(dest[copy(dest[:domLen], head):domLen])
+		off, dest = off+int64(domLen), dest[domLen:]
 		if len(dest) == 0 {
-			return r, nil
+			return destRead(whole), nil
 		}
 	}
 	pieces := l.MapExtent(off, len(dest), nil)
 	parts := make([][]byte, len(pieces))
-	r.dones = make([]func(), len(pieces))
+	r := &stripeRead{size: len(whole), dones: make([]func(), len(pieces))}
 	err := forEach(len(pieces), func(i int) error {
 		p := pieces[i]
 		obj := l.Objects[p.Stripe]
@@ -153,13 +151,39 @@ func (g *Gateway) readExtent(ctx context.Context, ino uint64, l *api.Layout, off
 		r.Done()
 		return nil, err
 	}
+	inPlace := true
+	for i, p := range pieces {
+		if d := parts[i]; len(d) > 0 && &d[0] != &dest[p.BufOff] {
+			inPlace = false
+		}
+	}
 	// Pieces come in file order; a short one ends in a hole or before the
 	// object's end: zeros.
+	if inPlace {
+		for i, p := range pieces {
+			clear(dest[p.BufOff+len(parts[i]) : p.BufOff+p.Len])
+		}
+		r.Done()
+		return destRead(whole), nil
+	}
+	if domLen > 0 {
+		r.parts = append(r.parts, whole[:domLen])
+	}
 	for i, p := range pieces {
 		r.parts = appendZeros(append(r.parts, parts[i]), p.Len-len(parts[i]))
 	}
 	return r, nil
 }
+
+// destRead is a read whose bytes are all in the buffer go-fuse handed the
+// handler. Unlike fuse.ReadResultData it offers only Bytes, which makes
+// go-fuse reply from that buffer as it is; given a way to copy (Readv or
+// Slices), its io_uring path copies the bytes onto themselves.
+type destRead []byte
+
+func (d destRead) Bytes([]byte) ([]byte, fuse.Status) { return d, fuse.OK }
+func (d destRead) Size() int                          { return len(d) }
+func (d destRead) Done()                              {}
 
 // appendZeros appends n zero bytes to parts, as slices of zeros.
 func appendZeros(parts [][]byte, n int) [][]byte {

@@ -50,6 +50,16 @@ func TestServeOSTInProcess(t *testing.T) {
 		t.Fatalf("lent read: %d bytes, %v; want the model's %d", len(data), err, B)
 	}
 	done()
+	// Whole blocks land in the caller's buffer, not a lent one.
+	dest := make([]byte, 2*B)
+	data, done, err = local.ReadShared(ctx, addr, obj, B, dest)
+	if err != nil || !bytes.Equal(data, m.read(B, 2*B)) {
+		t.Fatalf("read of whole blocks: %d bytes, %v; want the model's %d", len(data), err, 2*B)
+	}
+	if &data[0] != &dest[0] {
+		t.Fatal("a read of whole blocks was not read into the caller's buffer")
+	}
+	done()
 
 	// Sizes, punches, allocations, syncs and statfs agree.
 	if err := local.Punch(ctx, addr, obj, B+10); err != nil {
