@@ -329,6 +329,10 @@ func (r *fuseRing) serve(qid int) error {
 	}
 	lastOp, lastCommit := uint32(fuseURingCmdRegister), uint64(0)
 	submit(lastOp, lastCommit)
+	// The request's pieces (in) and the reply's place (out) are the same
+	// buffers every time; only in's lengths change.
+	in := make([][]byte, 3)
+	out := [][]byte{header[ringHdrInOut : ringHdrInOut+fuseOutHdrSize], payload}
 	var names []byte
 	for {
 		err := ring.enter(1)
@@ -365,21 +369,22 @@ func (r *fuseRing) serve(qid int) error {
 		commitID := le.Uint64(header[ringHdrCommitID:])
 		payloadLen := min(int(le.Uint32(header[ringHdrPayloadSz:])), len(payload))
 		opLen := min(max(inLen-fuseInHeaderSize-payloadLen, 0), ringHdrOpInSize)
-		in := [][]byte{header[ringHdrInOut : ringHdrInOut+fuseInHeaderSize], header[ringHdrOpIn : ringHdrOpIn+opLen], payload[:payloadLen]}
+		in[0], in[1], in[2] = header[ringHdrInOut:ringHdrInOut+fuseInHeaderSize], header[ringHdrOpIn:ringHdrOpIn+opLen], payload[:payloadLen]
 		if payloadLen > 0 && opcode != fuseOpWrite {
 			// Names and xattr values: the reply goes to the same buffer,
 			// and may be written before the handler is done reading them.
 			names = append(names[:0], payload[:payloadLen]...)
 			in[2] = names
 		}
-		if large := opcode == fuseOpRead && opLen >= 20 && le.Uint32(header[ringHdrOpIn+16:]) >= largeRead; canPin && large == pinned {
+		large := opcode == fuseOpRead && opLen >= 20 && le.Uint32(header[ringHdrOpIn+16:]) >= largeRead
+		if canPin && large == pinned {
 			if large {
 				pinned = unix.SchedSetaffinity(0, &anywhere) != nil
 			} else {
 				pinned = unix.SchedSetaffinity(0, &here) == nil
 			}
 		}
-		n, st := r.protocolServer().HandleRequest(in, [][]byte{header[ringHdrInOut : ringHdrInOut+fuseOutHdrSize], payload})
+		n, st := r.protocolServer().HandleRequest(in, out)
 		if !st.Ok() || n < fuseOutHdrSize {
 			if st.Ok() {
 				st = fuse.EIO // a request the kernel waits for needs a reply
