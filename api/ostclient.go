@@ -22,6 +22,13 @@ type OSTClient struct {
 	Timeout time.Duration
 	// MaxIdle is the number of idle connections kept per OST; zero means 16.
 	MaxIdle int
+	// MaxInFlight bounds the requests in flight to one OST; zero means
+	// MaxIdle. Further requests wait for one to end,
+	// as Lustre's max_rpcs_in_flight makes an OSC's RPCs wait: a mount
+	// with tens of MiB of write-behind to one OST had hundreds of requests
+	// dial connections of their own, beyond the pool, only to close them
+	// after one request, while the OST served them one at a time anyway.
+	MaxInFlight int
 	// Sockets, when set, names the Unix sockets of OSTs on this machine:
 	// new connections to them use the socket (here several times the
 	// throughput of TCP over loopback), and TCP if it cannot be dialled.
@@ -31,6 +38,7 @@ type OSTClient struct {
 
 	mu     sync.Mutex
 	idle   map[string][]*ostConn
+	slots  map[string]chan struct{} // per OST, a token per request in flight
 	closed bool
 	// Local, when set, names the OSTs in this process (`stria up`):
 	// requests to them are calls, with no socket.
@@ -85,7 +93,18 @@ func localErr(addr string, err error) error {
 type ostConn struct {
 	net.Conn
 	shared   []byte
-	noShared bool // the OST cannot share: read through the socket
+	noShared bool          // the OST cannot share: read through the socket
+	slots    chan struct{} // its OST's in-flight tokens, one held during a request
+}
+
+// done gives back the in-flight token the connection held for its request
+// (a connection lent with a shared read's bytes holds none: a reader
+// holding several such must not wait for tokens the others hold).
+func (c *ostConn) done() {
+	if c.slots != nil {
+		<-c.slots
+		c.slots = nil
+	}
 }
 
 func (c *ostConn) Close() error {
@@ -114,12 +133,42 @@ func (c *OSTClient) Close() {
 	c.idle = nil
 }
 
+// get returns a connection to the OST at addr, from the pool or dialled,
+// once fewer than MaxInFlight requests to it are in flight; the
+// connection holds one of them until its request's reply is read (done),
+// and must go back through put or discard.
 func (c *OSTClient) get(ctx context.Context, addr string) (*ostConn, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, Errorf(CodeUnavailable, "OST client closed")
 	}
+	slots := c.slots[addr]
+	if slots == nil {
+		if c.slots == nil {
+			c.slots = make(map[string]chan struct{})
+		}
+		slots = make(chan struct{}, c.maxInFlight())
+		c.slots[addr] = slots
+	}
+	c.mu.Unlock()
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	conn, err := c.connect(ctx, addr)
+	if err != nil {
+		<-slots
+		return nil, err
+	}
+	conn.slots = slots
+	return conn, nil
+}
+
+// connect takes an idle connection to addr or dials one.
+func (c *OSTClient) connect(ctx context.Context, addr string) (*ostConn, error) {
+	c.mu.Lock()
 	if conns := c.idle[addr]; len(conns) > 0 {
 		conn := conns[len(conns)-1]
 		c.idle[addr] = conns[:len(conns)-1]
@@ -148,14 +197,12 @@ func (c *OSTClient) get(ctx context.Context, addr string) (*ostConn, error) {
 	return &ostConn{Conn: conn, noShared: true}, nil
 }
 
+// put gives back a connection get returned, to the pool.
 func (c *OSTClient) put(addr string, conn *ostConn) {
+	conn.done() // before another request can take it from the pool
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	maxIdle := c.MaxIdle
-	if maxIdle == 0 {
-		maxIdle = 16
-	}
-	if c.closed || len(c.idle[addr]) >= maxIdle {
+	if c.closed || len(c.idle[addr]) >= c.maxIdle() {
 		conn.Close()
 		return
 	}
@@ -163,6 +210,26 @@ func (c *OSTClient) put(addr string, conn *ostConn) {
 		c.idle = make(map[string][]*ostConn)
 	}
 	c.idle[addr] = append(c.idle[addr], conn)
+}
+
+// discard closes a connection get returned.
+func (c *OSTClient) discard(conn *ostConn) {
+	conn.Close()
+	conn.done()
+}
+
+func (c *OSTClient) maxIdle() int {
+	if c.MaxIdle > 0 {
+		return c.MaxIdle
+	}
+	return 16
+}
+
+func (c *OSTClient) maxInFlight() int {
+	if c.MaxInFlight > 0 {
+		return c.MaxInFlight
+	}
+	return c.maxIdle()
 }
 
 func (c *OSTClient) timeout() time.Duration {
@@ -212,7 +279,7 @@ func (c *OSTClient) release(addr string, conn *ostConn, inStep bool) {
 	if inStep {
 		c.put(addr, conn)
 	} else {
-		conn.Close()
+		c.discard(conn)
 	}
 }
 
@@ -317,7 +384,7 @@ func (c *OSTClient) ReadShared(ctx context.Context, addr string, obj uint64, off
 	}
 	if conn.shared == nil && !conn.noShared {
 		if err := c.share(ctx, conn, addr); err != nil {
-			conn.Close()
+			c.discard(conn)
 			return nil, nil, err
 		}
 	}
@@ -333,6 +400,7 @@ func (c *OSTClient) ReadShared(ctx context.Context, addr string, obj uint64, off
 	if err == nil {
 		var p SharedPlace
 		if p, err = DecodeSharedPlace(body, len(conn.shared), len(dest)); err == nil {
+			conn.done()
 			return conn.shared[p.Start : p.Start+p.Len], func() { c.put(addr, conn) }, nil
 		}
 		inStep = false
