@@ -1,6 +1,7 @@
 package ost
 
 import (
+	"errors"
 	"hash/crc32"
 	"os"
 
@@ -27,9 +28,12 @@ import (
 // and are covered by the patched checksum as before, so damage to them is
 // still found by the next read.
 //
-// A write past the end of the object leaves the blocks between the old end
-// and its first block holes: the nearest of them are remembered too, so
-// the record another writer puts there later reads nothing back either.
+// A block the OST remembers nothing of, whose slot is a hole and where
+// the file system holds no data (SEEK_DATA), is zeros: a write into it
+// reads nothing back either. Records of two writers reach the OST out of
+// order, tens of MiB behind the end (one mount's write-behind runs ahead
+// of the other's), into blocks never remembered; a 64 KiB read there also
+// had ext4 read ahead (zeroing pages) through the holes beyond.
 //
 // What is remembered must still be true when it is used:
 //   - The object's data file's ctime is recorded after each write: if
@@ -45,20 +49,18 @@ import (
 const (
 	maxZeroRuns   = 4    // zero ranges remembered per block
 	maxEdgeBlocks = 4096 // blocks remembered per object
-	maxGapBlocks  = 256  // holes remembered before a write past the end
 )
 
-// edgeBlock is what the OST knows of a block it wrote part of, or of a
-// hole it made by writing past the end.
+// edgeBlock is what the OST knows of a block it wrote part of.
 type edgeBlock struct {
 	crc   uint32                // the checksum stored in the block's slot
-	hole  bool                  // the slot is a hole (the block all zeros, crc zeroBlockCRC)
 	zeros [maxZeroRuns][2]int32 // ranges [lo, hi) within the block known to hold zeros
 	runs  int
 }
 
-// holeBlock is a block of zeros with a hole for a slot.
-var holeBlock = edgeBlock{crc: zeroBlockCRC, hole: true, zeros: [maxZeroRuns][2]int32{{0, BlockSize}}, runs: 1}
+// holeBlock is a block of zeros with a hole for a slot: one past the end,
+// or one whose slot is a hole.
+var holeBlock = edgeBlock{crc: zeroBlockCRC, zeros: [maxZeroRuns][2]int32{{0, BlockSize}}, runs: 1}
 
 // covers reports whether [lo, hi) lies inside one known zero range.
 func (e *edgeBlock) covers(lo, hi int32) bool {
@@ -125,13 +127,34 @@ func (m *edgeMemory) lookup(b int64, lo, hi int32, slot []byte) (edgeBlock, bool
 	if !ok || !e.covers(lo, hi) {
 		return e, false
 	}
-	switch crc, state := getSlot(slot); {
-	case e.hole && state == slotHole:
-	case !e.hole && state == slotValid && crc == e.crc:
-	default:
+	if crc, state := getSlot(slot); state != slotValid || crc != e.crc {
 		return e, false
 	}
 	return e, true
+}
+
+// unwritten reports whether block b is not remembered and its slot is a
+// hole: the OST has not written it since the object was created or the
+// block punched (holeOnDisk then says whether it is still all zeros).
+func (m *edgeMemory) unwritten(b int64, slot []byte) bool {
+	if _, ok := m.blocks[b]; ok {
+		return false
+	}
+	_, state := getSlot(slot)
+	return state == slotHole
+}
+
+// holeOnDisk reports whether the file system holds no data in the block
+// at off of f (SEEK_DATA finds none before its end): its bytes are zeros,
+// by the file system's word, without reading them. A damaged hole (bytes
+// written behind the OST's back) holds data and is read and verified. A
+// file system without SEEK_DATA reports data everywhere.
+func holeOnDisk(f *os.File, off int64) bool {
+	next, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+	if err != nil {
+		return errors.Is(err, unix.ENXIO) // no data from off to the end
+	}
+	return next >= off+BlockSize
 }
 
 // forgetAll drops every block.

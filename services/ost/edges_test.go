@@ -173,6 +173,21 @@ func TestStridedRecordsPatched(t *testing.T) {
 	}
 	verify(4, &m)
 
+	// One record written far ahead, more than any window remembered
+	// (another mount's write-behind runs tens of MiB ahead), then records
+	// near the start, out of order: their blocks were never remembered,
+	// and their slots are holes.
+	m = model{}
+	write(5, &m, 800) // ~37 MiB in
+	reads = st.edgeReads.Load()
+	for _, k := range []int{7, 3, 5, 0, 2, 6, 1, 4} {
+		write(5, &m, k)
+	}
+	if n := st.edgeReads.Load() - reads; n != 0 {
+		t.Errorf("records far behind the end, out of order, read %d blocks back, want none", n)
+	}
+	verify(5, &m)
+
 	// Shuffled records, then overwrites of some at odd offsets (these
 	// read and verify), then a truncation into the middle and regrowth.
 	m = model{}

@@ -582,10 +582,13 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 				return 0, err
 			}
 			known, ok = h.edges.lookup(b, int32(lo), int32(hi), oldSlot[:])
+			if !ok && h.edges.unwritten(b, oldSlot[:]) && holeOnDisk(h.data, bStart) {
+				known, ok = holeBlock, true
+			}
 		}
 		if ok {
 			*e = known
-			e.crc, e.hole = patchCRC(known.crc, int(lo), part), false
+			e.crc = patchCRC(known.crc, int(lo), part)
 		} else {
 			s.edgeReads.Add(1)
 			eb := iobuf.Get(BlockSize)
@@ -644,9 +647,6 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 		return 0, err
 	}
 	h.edges.forget(first, last)
-	for b := max(blocksFor(size), first-maxGapBlocks); b < first; b++ {
-		h.edges.remember(b, holeBlock) // between the old end and this write
-	}
 	h.edges.remember(first, edges[0])
 	if last != first {
 		h.edges.remember(last, edges[1])
