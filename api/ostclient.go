@@ -23,11 +23,11 @@ type OSTClient struct {
 	// MaxIdle is the number of idle connections kept per OST; zero means 16.
 	MaxIdle int
 	// MaxInFlight bounds the requests in flight to one OST; zero means
-	// MaxIdle. Further requests wait for one to end,
-	// as Lustre's max_rpcs_in_flight makes an OSC's RPCs wait: a mount
-	// with tens of MiB of write-behind to one OST had hundreds of requests
-	// dial connections of their own, beyond the pool, only to close them
-	// after one request, while the OST served them one at a time anyway.
+	// MaxIdle. Further requests wait for one to end, as Lustre's
+	// max_rpcs_in_flight makes an OSC's RPCs wait: a mount with tens of
+	// MiB of write-behind to one OST had hundreds of requests dial
+	// connections of their own, beyond the pool, only to close them after
+	// one request, while the OST served them one at a time anyway.
 	MaxInFlight int
 	// Sockets, when set, names the Unix sockets of OSTs on this machine:
 	// new connections to them use the socket (here several times the
