@@ -166,9 +166,14 @@ func (c *OSTClient) get(ctx context.Context, addr string) (*ostConn, error) {
 	return conn, nil
 }
 
-// connect takes an idle connection to addr or dials one.
+// connect takes an idle connection to addr or dials one (not once the
+// client is closed: a request may have waited for its slot across Close).
 func (c *OSTClient) connect(ctx context.Context, addr string) (*ostConn, error) {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, Errorf(CodeUnavailable, "OST client closed")
+	}
 	if conns := c.idle[addr]; len(conns) > 0 {
 		conn := conns[len(conns)-1]
 		c.idle[addr] = conns[:len(conns)-1]
