@@ -73,12 +73,13 @@ const (
 	ringHdrSize      = 288
 	fuseInHeaderSize = 40
 	fuseOutHdrSize   = 16
-	fuseOpRead       = 15 // struct fuse_read_in: fh, offset, size (at 16)
+	fuseOpRead       = 15
 	fuseOpWrite      = 16
+	fuseOpInit       = 26
+	fuseReadInSizeAt = 16 // struct fuse_read_in: fh, offset, then size (u32)
 
 	// largeRead is the READ size from which a ring thread unpins itself.
-	largeRead  = 128 << 10
-	fuseOpInit = 26
+	largeRead = 128 << 10
 )
 
 var le = binary.LittleEndian
@@ -285,12 +286,11 @@ func (r *fuseRing) serve(qid int) error {
 	// A request is served on the CPU it was made on: its caller waits
 	// there, and a wake-up on the same CPU costs no IPI (stats in a shared
 	// directory and of 4 KiB files 1.6-1.9 times as many per second as
-	// unpinned). A large read is
-	// the exception: its copies would all land on the reader's CPU, beside
-	// the reader's own (streaming reads ran at 0.6-0.8 times /dev/fuse's
-	// pinned, level unpinned), so the thread lets the scheduler place it
-	// while it serves large reads, and pins itself again at the next other
-	// request.
+	// unpinned). A large read is the exception: its copies would all land
+	// on the reader's CPU, beside the reader's own (streaming reads ran at
+	// 0.6-0.8 times /dev/fuse's pinned, level unpinned), so the thread lets
+	// the scheduler place it while it serves large reads, and pins itself
+	// again at the next other request.
 	var here, anywhere unix.CPUSet
 	here.Set(qid)
 	if err := unix.SchedGetaffinity(0, &anywhere); err != nil {
@@ -376,7 +376,7 @@ func (r *fuseRing) serve(qid int) error {
 			names = append(names[:0], payload[:payloadLen]...)
 			in[2] = names
 		}
-		large := opcode == fuseOpRead && opLen >= 20 && le.Uint32(header[ringHdrOpIn+16:]) >= largeRead
+		large := opcode == fuseOpRead && opLen >= fuseReadInSizeAt+4 && le.Uint32(header[ringHdrOpIn+fuseReadInSizeAt:]) >= largeRead
 		if canPin && large == pinned {
 			if large {
 				pinned = unix.SchedSetaffinity(0, &anywhere) != nil

@@ -120,28 +120,24 @@ func (m *edgeMemory) current(st *unix.Stat_t) {
 	}
 }
 
-// lookup returns the remembered block b when [lo, hi) of it is known to
-// hold zeros and its slot still holds the checksum remembered.
-func (m *edgeMemory) lookup(b int64, lo, hi int32, slot []byte) (edgeBlock, bool) {
+// lookup returns what is known of block b of f when [lo, hi) of it is
+// known to hold zeros: the block remembered, if its slot still holds the
+// checksum remembered; else, if the slot is a hole and the file system
+// holds no data there (never written since the object was created or the
+// block punched), a block of zeros.
+func (m *edgeMemory) lookup(b int64, lo, hi int32, slot []byte, f *os.File) (edgeBlock, bool) {
 	e, ok := m.blocks[b]
-	if !ok || !e.covers(lo, hi) {
+	if !ok {
+		_, state := getSlot(slot)
+		return holeBlock, state == slotHole && holeOnDisk(f, b*BlockSize)
+	}
+	if !e.covers(lo, hi) {
 		return e, false
 	}
 	if crc, state := getSlot(slot); state != slotValid || crc != e.crc {
 		return e, false
 	}
 	return e, true
-}
-
-// unwritten reports whether block b is not remembered and its slot is a
-// hole: the OST has not written it since the object was created or the
-// block punched (holeOnDisk then says whether it is still all zeros).
-func (m *edgeMemory) unwritten(b int64, slot []byte) bool {
-	if _, ok := m.blocks[b]; ok {
-		return false
-	}
-	_, state := getSlot(slot)
-	return state == slotHole
 }
 
 // holeOnDisk reports whether the file system holds no data in the block

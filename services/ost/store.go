@@ -581,10 +581,7 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 			if err := h.sums.read(b, oldSlot[:]); err != nil {
 				return 0, err
 			}
-			known, ok = h.edges.lookup(b, int32(lo), int32(hi), oldSlot[:])
-			if !ok && h.edges.unwritten(b, oldSlot[:]) && holeOnDisk(h.data, bStart) {
-				known, ok = holeBlock, true
-			}
+			known, ok = h.edges.lookup(b, int32(lo), int32(hi), oldSlot[:], h.data)
 		}
 		if ok {
 			*e = known
