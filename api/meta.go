@@ -24,7 +24,7 @@ var MetaOps = []string{
 	OpLookup, OpGetAttr, OpSetAttr, OpCreate, OpLink, OpUnlink, OpRename,
 	OpReadDir, OpReadlink, OpGetXattr, OpSetXattr, OpListXattr, OpRemoveXattr,
 	OpGetLayout, OpSetLayout, OpUpdateSize, OpSync, OpStatFS, OpReleaseOrphan,
-	OpDoMWrite, OpDoMRead,
+	OpDoMWrite, OpDoMRead, OpLayoutIntent,
 }
 
 // Metadata operations.
@@ -50,6 +50,7 @@ const (
 	OpReleaseOrphan = "releaseorphan"
 	OpDoMWrite      = "domwrite"
 	OpDoMRead       = "domread"
+	OpLayoutIntent  = "layoutintent"
 )
 
 // MetaSubject is the NATS subject of one metadata operation.
@@ -311,6 +312,19 @@ type DoMWriteReq struct {
 	Ino  uint64 `json:"ino"`
 	Off  int64  `json:"off"`
 	Data []byte `json:"data"`
+}
+
+// LayoutIntentReq tells meta that the caller is about to write to a file's
+// stripe objects past its Data-on-MDT region (a write, a fallocate, a
+// truncate that extends the file there): Lustre's layout intent, which
+// instantiates a PFL component on its first use. A file with a region has
+// object ids from its creation but no objects on the OSTs until then, so
+// the many small files that fit their region are created and removed
+// without an OST ever hearing of them. ObjID is the first object's id as
+// the caller knows the layout: a layout changed since is refused (stale).
+type LayoutIntentReq struct {
+	Ino   uint64 `json:"ino"`
+	ObjID uint64 `json:"objid"`
 }
 
 // DoMReadReq reads up to Len bytes at Off of a file's Data-on-MDT region.

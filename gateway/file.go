@@ -301,7 +301,10 @@ func (n *node) sendLocked(l *api.Layout, off int64, buf *[]byte) {
 // runWrite writes w to the OSTs and completes it.
 func (n *node) runWrite(w *writeBehind) {
 	touched := map[int]bool{}
-	werr := n.gw.writeExtent(context.Background(), n.ino(), w.layout, w.ext.off, *w.buf, touched)
+	werr := n.useObjects(context.Background(), w.layout, w.ext.end)
+	if werr == nil {
+		werr = n.gw.writeExtent(context.Background(), n.ino(), w.layout, w.ext.off, *w.buf, touched)
+	}
 	n.gw.writeSlots.Release(int64(len(*w.buf)))
 	iobuf.Put(w.buf)
 	n.mu.Lock()
@@ -486,6 +489,9 @@ func (n *node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size 
 	}
 	l, err := n.getLayout(ctx)
 	if err != nil {
+		return n.gw.errno("fallocate", err)
+	}
+	if err := n.useObjects(ctx, l, int64(end)); err != nil {
 		return n.gw.errno("fallocate", err)
 	}
 	if err := n.gw.allocateObjects(ctx, l, int64(off), int64(end)); err != nil {

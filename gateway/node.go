@@ -47,6 +47,9 @@ type node struct {
 	// dataGen counts changes to the file's bytes that this mount made or
 	// learnt of; read-ahead taken before one is not used after it.
 	dataGen uint64
+	// objectsUsed is the first object id of the layout whose stripe
+	// objects this mount told meta it writes to (useObjects).
+	objectsUsed uint64
 }
 
 type extent struct{ off, end int64 }
@@ -363,6 +366,9 @@ func (n *node) truncate(ctx context.Context, size uint64) error {
 	// Unflushed writes must reach meta before the cut so meta's size and
 	// ours agree afterwards.
 	if err := n.flushSize(ctx); err != nil {
+		return err
+	}
+	if err := n.useObjects(ctx, l, int64(size)); err != nil {
 		return err
 	}
 	if err := n.gw.truncateObjects(ctx, l, int64(size)); err != nil {

@@ -71,6 +71,32 @@ func (g *Gateway) writeExtent(ctx context.Context, ino uint64, l *api.Layout, of
 	return err
 }
 
+// useObjects tells meta, before this mount first writes to the stripe
+// objects of l (a write, fallocate or truncate reaching end), that they are
+// in use (api.LayoutIntentReq). Meta defers the objects of a file with a
+// Data-on-MDT region until then, and destroys them with the file only once
+// told. Once per layout and mount; nothing to tell while end stays inside
+// the region, nor for a layout without one.
+func (n *node) useObjects(ctx context.Context, l *api.Layout, end int64) error {
+	if l.DoMSize == 0 || end <= int64(l.DoMSize) || len(l.Objects) == 0 {
+		return nil
+	}
+	id := l.Objects[0].ObjID
+	n.mu.Lock()
+	done := n.objectsUsed == id
+	n.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := n.gw.metaCall(ctx, api.OpLayoutIntent, api.LayoutIntentReq{Ino: n.ino(), ObjID: id}, nil); err != nil {
+		return fmt.Errorf("layout intent: %w", err)
+	}
+	n.mu.Lock()
+	n.objectsUsed = id
+	n.mu.Unlock()
+	return nil
+}
+
 // writeDoM writes data at off of ino's Data-on-MDT region.
 func (g *Gateway) writeDoM(ctx context.Context, ino uint64, off int64, data []byte) error {
 	for len(data) > 0 {

@@ -495,6 +495,37 @@ func TestPOSIX(t *testing.T) {
 		}
 		dropPages(t, p)
 		sameBytes(t, "file in a 128K region directory", mustRead(t, p), data)
+
+		// A region file's stripe objects are made on first use past the
+		// region (meta hears of it first, a layout intent): by a write as
+		// above, a truncate that extends the file there, or fallocate.
+		// Whatever was made goes with the files.
+		extended := filepath.Join(d, "extended")
+		mustWrite(t, extended, nil)
+		if err := os.Truncate(extended, 3<<20); err != nil {
+			t.Fatal(err)
+		}
+		sameBytes(t, "file extended past the region", mustRead(t, extended), make([]byte, 3<<20))
+		allocated := filepath.Join(d, "allocated")
+		af, err := os.Create(allocated)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Fallocate(int(af.Fd()), 0, 0, 2<<20); err != nil {
+			t.Fatal(err)
+		}
+		af.Close()
+		// One object each: big's, f's first stripe (its second was
+		// never written, so no OST made it), extended's, allocated's.
+		if n := objects(); n != before+4 {
+			t.Fatalf("OSTs hold %d object files with four files past their regions, want %d", n, before+4)
+		}
+		for _, f := range []string{small, big, p, extended, allocated} {
+			if err := os.Remove(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, 30*time.Second, "the removed files' objects to be destroyed", func() bool { return objects() == before })
 	})
 
 	t.Run("Mmap", func(t *testing.T) {

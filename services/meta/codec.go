@@ -17,7 +17,8 @@ import (
 //	                  Layout.DoMSize), as far as they were written
 //	Q<ino><ost 4>     destroy queue: stripe object (ost, objid=ino) to remove
 //	C<seq>            changelog outbox: JSON api.ChangeRecord, not yet published
-//	M<name>           meta values: next_ino, next_seq, inodes, fsid, format
+//	M<name>           meta values: counters (next_ino, next_seq, inodes),
+//	                  fsid, format
 const (
 	pfxInode   = 'I'
 	pfxDent    = 'D'
@@ -30,17 +31,31 @@ const (
 )
 
 var (
-	keyNextIno = []byte("Mnext_ino")
-	keyNextSeq = []byte("Mnext_seq")
-	keyInodes  = []byte("Minodes")
-	keyFSID    = []byte("Mfsid")
-	keyFormat  = []byte("Mformat")
+	// keyCounters holds next_ino, next_seq and inodes (8 bytes each,
+	// big-endian) in one value: a change that moves any of them writes
+	// one key, not three (each key is a memtable insert under the store's
+	// lock). Format 1 kept them apart, under keyFormat1Counters.
+	keyCounters = []byte("Mcounters")
+	keyFSID     = []byte("Mfsid")
+	keyFormat   = []byte("Mformat")
 	// keyClean is present while the store is closed after a clean stop.
 	keyClean = []byte("Mclean")
 )
 
-// storeFormat is the on-disk format version written in Mformat.
-const storeFormat = 1
+// storeFormat is the on-disk format version written in Mformat. Format 1
+// (the counters under three keys) is converted on open.
+const storeFormat = 2
+
+// keyFormat1Counters are format 1's counter keys, in keyCounters' order.
+var keyFormat1Counters = [3][]byte{[]byte("Mnext_ino"), []byte("Mnext_seq"), []byte("Minodes")}
+
+// counters is the value of keyCounters.
+func counters(nextIno, nextSeq, inodes uint64) []byte {
+	b := make([]byte, 0, 24)
+	b = binary.BigEndian.AppendUint64(b, nextIno)
+	b = binary.BigEndian.AppendUint64(b, nextSeq)
+	return binary.BigEndian.AppendUint64(b, inodes)
+}
 
 func key8(pfx byte, n uint64) []byte {
 	k := make([]byte, 9)
@@ -124,6 +139,11 @@ type inode struct {
 	// need not look for any (a Pebble iterator per unlink otherwise).
 	// Records from before the flag read as false: looked for.
 	NoXattrs bool
+	// LazyObjects: the file's stripe objects (of a layout with a
+	// Data-on-MDT region) are deferred: no OST holds any until a layout
+	// intent clears the flag, so there is nothing to destroy. Records
+	// from before the flag read as false: destroyed.
+	LazyObjects bool
 }
 
 func (in *inode) isDir() bool  { return in.Mode&api.ModeType == api.ModeDir }
@@ -136,7 +156,8 @@ func (in *inode) isLink() bool { return in.Mode&api.ModeType == api.ModeLink }
 //	size 8 | atime 8 | mtime 8 | ctime 8 | parent 8 | flags 1 |
 //	[layout] if flags&1 | [default layout] if flags&2 | [target] if flags&4 |
 //	[layout's DoM size 4] if flags&8 | [default layout's DoM size 4] if flags&16
-//	(flags&32: the inode never had an extended attribute; no field)
+//	(flags&32: the inode never had an extended attribute; flags&64: its
+//	stripe objects are deferred, LazyObjects; no field for either)
 //
 //	layout = count 4 | size 4 | offset 4 | uvarint len + pool |
 //	         uvarint n + n × (ost 4 | objid 8)
@@ -152,6 +173,7 @@ const (
 	flagDoM        = 8
 	flagDefDoM     = 16
 	flagNoXattrs   = 32
+	flagLazyObjs   = 64
 	maxLayoutObjs  = api.MaxStripeCount
 	maxEncodedPool = 255
 )
@@ -189,6 +211,9 @@ func encodeInode(in *inode) []byte {
 	}
 	if in.NoXattrs {
 		flags |= flagNoXattrs
+	}
+	if in.LazyObjects {
+		flags |= flagLazyObjs
 	}
 	b = append(b, flags)
 	if in.Layout != nil {
@@ -308,6 +333,7 @@ func decodeInode(b []byte) (*inode, error) {
 		return nil, api.Errorf(api.CodeCorrupt, "truncated inode record")
 	}
 	in.NoXattrs = flags[0]&flagNoXattrs != 0
+	in.LazyObjects = flags[0]&flagLazyObjs != 0
 	if flags[0]&flagLayout != 0 {
 		in.Layout = d.layout()
 	}

@@ -2,12 +2,14 @@ package meta
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stria/stria/api"
@@ -139,6 +141,117 @@ func TestDestroyQueue(t *testing.T) {
 		// shares a number with an object id.
 		if n := h.mkfile(api.RootIno, "after-relayout"); n <= third.ObjID {
 			t.Fatalf("new inode %d not above object id %d", n, third.ObjID)
+		}
+	})
+	t.Run("deferred objects of a file with a DoM region", func(t *testing.T) {
+		dom := api.Layout{StripeCount: 3, StripeSize: 1 << 20, StripeOffset: -1, DoMSize: 64 << 10}
+		mkDoM := func(name string) api.EntryResp {
+			var e api.EntryResp
+			h.must(api.OpCreate, api.CreateReq{Parent: api.RootIno, Name: name, Mode: regMode, Layout: &dom}, &e)
+			if e.Layout == nil || len(e.Layout.Objects) != 3 || e.Layout.DoMSize != dom.DoMSize {
+				t.Fatalf("layout of %s: %+v", name, e.Layout)
+			}
+			return e
+		}
+		queued := func(ino uint64) bool {
+			it, err := h.srv.st.db.NewIter(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer it.Close()
+			for ok := it.First(); ok; ok = it.Next() {
+				k := it.Key()
+				if len(k) == 13 && k[0] == pfxDestroy && binary.BigEndian.Uint64(k[1:9]) == ino {
+					return true
+				}
+			}
+			return false
+		}
+		intent := func(e api.EntryResp) error {
+			return h.call(api.OpLayoutIntent, api.LayoutIntentReq{Ino: e.Attr.Ino, ObjID: e.Layout.Objects[0].ObjID}, nil)
+		}
+
+		// Never written past its region: removed without a destroy.
+		unused := mkDoM("dom-unused")
+		h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "dom-unused"}, nil)
+		if queued(unused.Attr.Ino) {
+			t.Fatal("unused deferred objects queued for destruction")
+		}
+
+		// Used: refused for another layout's objects, or for what has
+		// none; marked once (a second intent changes nothing), across a
+		// restart; destroyed with the file.
+		used := mkDoM("dom-used")
+		if err := h.call(api.OpLayoutIntent, api.LayoutIntentReq{Ino: used.Attr.Ino, ObjID: used.Layout.Objects[0].ObjID + 1}, nil); codeOf(err) != api.CodeInvalid {
+			t.Fatalf("intent for other objects: %v", err)
+		}
+		if err := h.call(api.OpLayoutIntent, api.LayoutIntentReq{Ino: api.RootIno, ObjID: api.RootIno}, nil); codeOf(err) != api.CodeInvalid {
+			t.Fatalf("intent on a directory: %v", err)
+		}
+		if err := h.call(api.OpLayoutIntent, api.LayoutIntentReq{Ino: 1 << 50, ObjID: 1}, nil); codeOf(err) != api.CodeNotFound {
+			t.Fatalf("intent on no inode: %v", err)
+		}
+		if err := intent(used); err != nil {
+			t.Fatal(err)
+		}
+		before := h.srv.st.commits.Load()
+		if err := intent(used); err != nil {
+			t.Fatal(err)
+		}
+		if c := h.srv.st.commits.Load(); c != before {
+			t.Fatalf("a second intent committed %d changes", c-before)
+		}
+		h.restart(nil)
+		h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "dom-used"}, nil)
+		waitFor(t, "used objects destroyed", 10*time.Second, destroyedEverywhere(used.Attr.Ino))
+
+		// A new layout of a used file: its objects go, the new ones are
+		// deferred again.
+		re := mkDoM("dom-relayout")
+		if err := intent(re); err != nil {
+			t.Fatal(err)
+		}
+		var lr api.LayoutResp
+		h.must(api.OpSetLayout, api.LayoutReq{Ino: re.Attr.Ino, Layout: dom}, &lr)
+		waitFor(t, "old objects destroyed", 10*time.Second, destroyedEverywhere(re.Attr.Ino))
+		if err := intent(re); codeOf(err) != api.CodeInvalid {
+			t.Fatalf("intent for the replaced layout: %v", err)
+		}
+		h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "dom-relayout"}, nil)
+		if queued(lr.Layout.Objects[0].ObjID) {
+			t.Fatal("the new layout's unused objects queued for destruction")
+		}
+
+		// An orphan's used objects go when it is released.
+		open := mkDoM("dom-open")
+		if err := intent(open); err != nil {
+			t.Fatal(err)
+		}
+		h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "dom-open", KeepOpen: true}, nil)
+		if queued(open.Attr.Ino) {
+			t.Fatal("open file's objects queued")
+		}
+		h.must(api.OpReleaseOrphan, api.InoReq{Ino: open.Attr.Ino}, nil)
+		waitFor(t, "orphan's objects destroyed", 10*time.Second, destroyedEverywhere(open.Attr.Ino))
+
+		// An eager layout (no region) needs no intent; one changes nothing.
+		eager := mk("eager")
+		before = h.srv.st.commits.Load()
+		var e api.EntryResp
+		h.must(api.OpLookup, api.LookupReq{Parent: api.RootIno, Name: "eager"}, &e)
+		if err := intent(e); err != nil {
+			t.Fatal(err)
+		}
+		if c := h.srv.st.commits.Load(); c != before {
+			t.Fatal("intent on an eager layout committed a change")
+		}
+		h.must(api.OpUnlink, api.UnlinkReq{Parent: api.RootIno, Name: "eager"}, nil)
+		waitFor(t, "eager objects destroyed", 10*time.Second, destroyedEverywhere(eager))
+		// The unused files' ids were never sent to an OST, by now.
+		for _, o := range h.osts {
+			if o.destroys(unused.Attr.Ino) != 0 || o.destroys(lr.Layout.Objects[0].ObjID) != 0 {
+				t.Fatal("unused deferred objects destroyed")
+			}
 		}
 	})
 	t.Run("down OST is retried, never dropped", func(t *testing.T) {
@@ -551,5 +664,86 @@ func TestCleanStopAndCrash(t *testing.T) {
 	}
 	if got := h.attr(f).Size; got != 8192 {
 		t.Fatalf("size after the crash %d, want 8192", got)
+	}
+}
+
+// TestFormat1Converted opens a store written by format 1 (the counters
+// under three keys): it keeps counting where that store stopped, with the
+// counters under one key from then on, and the namespace is unchanged.
+func TestFormat1Converted(t *testing.T) {
+	h := newHarness(t, 1)
+	f := h.mkfile(api.RootIno, "f")
+	h.stop()
+
+	// Rewrite the store as format 1 would have left it after a clean stop.
+	st, err := openStore(h.dir, nil, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextIno, nextSeq, inodes := st.nextIno+1000, st.nextSeq+7, st.inodes.Load()
+	b := st.db.NewBatch()
+	b.Delete(keyCounters, nil)
+	for i, v := range []uint64{nextIno, nextSeq, inodes} {
+		b.Set(keyFormat1Counters[i], putU64(v), nil)
+	}
+	b.Set(keyFormat, putU64(1), nil)
+	b.Set(keyClean, []byte{1}, nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if err := st.close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err = openStore(h.dir, nil, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.nextIno != nextIno || st.nextSeq != nextSeq || st.inodes.Load() != inodes {
+		t.Fatalf("converted store counts from ino %d seq %d inodes %d, want %d %d %d", st.nextIno, st.nextSeq, st.inodes.Load(), nextIno, nextSeq, inodes)
+	}
+	if v, _ := st.getMeta(keyFormat); u64(v) != storeFormat {
+		t.Fatalf("format after conversion %d, want %d", u64(v), storeFormat)
+	}
+	for _, k := range keyFormat1Counters {
+		if v, _ := st.getMeta(k); v != nil {
+			t.Fatalf("format 1 key %s left behind", k)
+		}
+	}
+	if err := st.markClean(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.close(); err != nil {
+		t.Fatal(err)
+	}
+
+	h.start(nil)
+	if got := h.attr(f); got.Ino != f {
+		t.Fatalf("file %d after conversion: %+v", f, got)
+	}
+	if g := h.mkfile(api.RootIno, "g"); g != nextIno {
+		t.Fatalf("first inode after conversion %d, want %d", g, nextIno)
+	}
+}
+
+// TestUnknownFormatRefused: a store of a format this build does not know
+// is not opened (nor changed).
+func TestUnknownFormatRefused(t *testing.T) {
+	h := newHarness(t, 1)
+	h.stop()
+	st, err := openStore(h.dir, nil, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.db.Set(keyFormat, putU64(storeFormat+1), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	st.close()
+	if st, err := openStore(h.dir, nil, testLogger(t)); err == nil {
+		st.close()
+		t.Fatal("a store of an unknown format was opened")
+	} else if !strings.Contains(err.Error(), "format") {
+		t.Fatalf("unknown format refused with %v", err)
 	}
 }

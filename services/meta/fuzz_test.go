@@ -19,7 +19,7 @@ var replyTypes = map[string]any{
 	api.OpGetXattr: api.XattrResp{}, api.OpSetXattr: api.Empty{}, api.OpListXattr: api.XattrResp{},
 	api.OpRemoveXattr: api.Empty{}, api.OpGetLayout: api.LayoutResp{}, api.OpSetLayout: api.LayoutResp{},
 	api.OpUpdateSize: api.AttrResp{}, api.OpSync: api.Empty{}, api.OpStatFS: api.StatFSResp{},
-	api.OpReleaseOrphan: api.Empty{},
+	api.OpReleaseOrphan: api.Empty{}, api.OpLayoutIntent: api.Empty{},
 }
 
 // seedRequests are valid requests for each operation, as the fuzz corpus.
@@ -45,6 +45,7 @@ func seedRequests() map[string][]any {
 		api.OpSync:          {api.Empty{}},
 		api.OpStatFS:        {api.Empty{}},
 		api.OpReleaseOrphan: {api.InoReq{Ino: 2}},
+		api.OpLayoutIntent:  {api.LayoutIntentReq{Ino: 2, ObjID: 2}},
 	}
 }
 
@@ -111,6 +112,8 @@ func TestInodeCodec(t *testing.T) {
 		{"device", inode{Attr: api.Attr{Ino: 6, Mode: api.ModeChr | 0o600, Nlink: 1, Rdev: 0x0103}}},
 		{"file never given an xattr", inode{Attr: api.Attr{Ino: 7, Mode: regMode, Nlink: 1}, NoXattrs: true,
 			Layout: &api.Layout{StripeCount: 1, StripeSize: 1 << 20, DoMSize: 64 << 10, Objects: []api.StripeObject{{OST: 0, ObjID: 7}}}}},
+		{"file with deferred objects", inode{Attr: api.Attr{Ino: 8, Mode: regMode, Nlink: 1}, NoXattrs: true, LazyObjects: true,
+			Layout: &api.Layout{StripeCount: 2, StripeSize: 1 << 20, DoMSize: 64 << 10, Objects: []api.StripeObject{{OST: 1, ObjID: 8}, {OST: 2, ObjID: 8}}}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -107,6 +107,55 @@ func (s *Server) resolveLayout(want api.Layout, live []api.OSTInfo, objID uint64
 	}, nil
 }
 
+// layoutintent instantiates a file's deferred stripe objects before the
+// caller writes to them (api.LayoutIntentReq): from then on they are
+// destroyed with the file. The change is not durable before the reply,
+// like the file's creation: a crash of meta within the syncer's grace may
+// forget it, as it may forget the file, and leave objects that nothing
+// destroys.
+func (s *Server) layoutintent(ctx context.Context, r *api.LayoutIntentReq) (api.Empty, error) {
+	if err := checkIno(r.Ino, "layoutintent"); err != nil {
+		return api.Empty{}, err
+	}
+	// Objects instantiated already (every write after the first, from
+	// any mount) need no change: answer without one.
+	in, err := s.st.getInode(s.st.db, r.Ino)
+	if err != nil {
+		return api.Empty{}, err
+	}
+	if err := intentFor(in, r.ObjID); err != nil || !in.LazyObjects {
+		return api.Empty{}, err
+	}
+	return api.Empty{}, s.mutate(ctx, nil, func(t *txn) error {
+		in, err := t.get(r.Ino)
+		if err != nil {
+			return err
+		}
+		if err := intentFor(in, r.ObjID); err != nil || !in.LazyObjects {
+			return err
+		}
+		in.LazyObjects = false
+		// Written without put: whether objects exist is no directory
+		// lock's business (a mount that still sees them deferred asks
+		// again), so the change needs no barrier, which put's coverage
+		// of the parent would ask for. Nothing else of the inode changes.
+		t.b.Set(inodeKey(in.Ino), encodeInode(in), nil)
+		return nil
+	})
+}
+
+// intentFor checks that in is a regular file whose layout's first object
+// is objID.
+func intentFor(in *inode, objID uint64) error {
+	if !in.isReg() || in.Layout == nil || len(in.Layout.Objects) == 0 {
+		return api.Errorf(api.CodeInvalid, "inode %d is not a regular file with stripe objects", in.Ino)
+	}
+	if id := in.Layout.Objects[0].ObjID; id != objID {
+		return api.Errorf(api.CodeInvalid, "inode %d's layout has changed (objects %d, not %d)", in.Ino, id, objID)
+	}
+	return nil
+}
+
 func (s *Server) getlayout(_ context.Context, r *api.LayoutReq) (api.LayoutResp, error) {
 	if err := checkIno(r.Ino, "getlayout"); err != nil {
 		return api.LayoutResp{}, err
@@ -178,7 +227,7 @@ func (s *Server) setLayout(ctx context.Context, ino uint64, want api.Layout, xfl
 				// on the destroy queue is never used again, so a destroy
 				// in flight can never remove what a later layout wrote.
 				objID = t.newObjectID()
-				t.queueDestroy(in.Layout.Objects)
+				t.dropObjects(in)
 				t.b.Delete(domKey(in.Ino), nil)
 			}
 			resolved, err := s.resolveLayout(l, live, objID, true)
@@ -186,6 +235,7 @@ func (s *Server) setLayout(ctx context.Context, ino uint64, want api.Layout, xfl
 				return err
 			}
 			in.Layout = &resolved
+			in.LazyObjects = resolved.DoMSize != 0
 			out = resolved
 		default:
 			return api.Errorf(api.CodeInvalid, "inode %d is not a file or directory: no layout", ino)

@@ -203,6 +203,7 @@ func (s *Server) create(ctx context.Context, r *api.CreateReq) (api.EntryResp, e
 				return err
 			}
 			in.Layout = &resolved
+			in.LazyObjects = resolved.DoMSize != 0
 		}
 		parent.Mtime, parent.Ctime = t.now, t.now
 		t.put(parent)
@@ -304,9 +305,7 @@ func (t *txn) dropLink(in *inode, keepOpen bool) error {
 		t.b.Set(orphanKey(in.Ino), nil, nil)
 		return nil
 	}
-	if in.Layout != nil {
-		t.queueDestroy(in.Layout.Objects)
-	}
+	t.dropObjects(in)
 	return t.deleteInode(in)
 }
 
@@ -799,9 +798,8 @@ func (s *Server) releaseOrphan(ctx context.Context, r *api.InoReq) (api.Empty, e
 		if mark == nil {
 			return api.Errorf(api.CodeInvalid, "inode %d is not an orphan", r.Ino)
 		}
-		if in.Layout != nil {
-			t.queueDestroy(in.Layout.Objects)
-		}
+		t.dropObjects(in)
+		t.b.Delete(orphanKey(in.Ino), nil)
 		return t.deleteInode(in)
 	})
 }

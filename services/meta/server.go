@@ -353,6 +353,7 @@ func (s *Server) ops() map[string]opFunc {
 		api.OpReleaseOrphan: handle(s.releaseOrphan),
 		api.OpDoMWrite:      handle(s.domwrite),
 		api.OpDoMRead:       handle(s.domread),
+		api.OpLayoutIntent:  handle(s.layoutintent),
 	}
 }
 

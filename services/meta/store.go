@@ -117,25 +117,39 @@ func (s *store) load() error {
 	if format == nil {
 		return s.initialise()
 	}
-	if v := u64(format); v != storeFormat {
-		return fmt.Errorf("metadata store format %d, this build reads %d", v, storeFormat)
-	}
-	vals := map[string]*uint64{string(keyNextIno): &s.nextIno, string(keyNextSeq): &s.nextSeq}
-	for k, p := range vals {
-		v, err := s.getMeta([]byte(k))
+	b := s.db.NewBatch()
+	defer b.Close()
+	switch v := u64(format); v {
+	case storeFormat:
+		c, err := s.getMeta(keyCounters)
 		if err != nil {
 			return err
 		}
-		if len(v) != 8 {
-			return api.Errorf(api.CodeCorrupt, "meta key %s missing", k)
+		if len(c) != 24 {
+			return api.Errorf(api.CodeCorrupt, "meta counters of %d bytes", len(c))
 		}
-		*p = u64(v)
+		s.nextIno, s.nextSeq = u64(c[:8]), u64(c[8:16])
+		s.inodes.Store(u64(c[16:]))
+	case 1:
+		var c [3]uint64
+		for i, k := range keyFormat1Counters {
+			val, err := s.getMeta(k)
+			if err != nil {
+				return err
+			}
+			if len(val) != 8 && i < 2 { // an old store may lack inodes
+				return api.Errorf(api.CodeCorrupt, "meta key %s missing", k)
+			}
+			c[i] = u64(val)
+			b.Delete(k, nil)
+		}
+		s.nextIno, s.nextSeq = c[0], c[1]
+		s.inodes.Store(c[2])
+		b.Set(keyFormat, putU64(storeFormat), nil)
+		s.log.Info("metadata store converted", "from_format", v, "to_format", storeFormat)
+	default:
+		return fmt.Errorf("metadata store format %d, this build reads %d (and converts 1)", v, storeFormat)
 	}
-	n, err := s.getMeta(keyInodes)
-	if err != nil {
-		return err
-	}
-	s.inodes.Store(u64(n))
 	id, err := s.getMeta(keyFSID)
 	if err != nil {
 		return err
@@ -152,12 +166,9 @@ func (s *store) load() error {
 		s.log.Warn("metadata store was not closed cleanly: skipping inode numbers a lost change may have used", "from", s.nextIno, "skipped", inoGapAfterCrash)
 		s.nextIno += inoGapAfterCrash
 	}
-	b := s.db.NewBatch()
-	b.Set(keyNextIno, putU64(s.nextIno), nil)
+	b.Set(keyCounters, counters(s.nextIno, s.nextSeq, s.inodes.Load()), nil)
 	b.Delete(keyClean, nil) // until the next clean stop
-	err = b.Commit(pebble.NoSync)
-	b.Close()
-	if err != nil {
+	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("opening metadata store: %w", err)
 	}
 	// Whatever the WAL replay brought back is on disk now: make it durable
@@ -187,9 +198,7 @@ func (s *store) initialise() error {
 	b := s.db.NewBatch()
 	defer b.Close()
 	b.Set(inodeKey(api.RootIno), encodeInode(root), nil)
-	b.Set(keyNextIno, putU64(api.RootIno+1), nil)
-	b.Set(keyNextSeq, putU64(1), nil)
-	b.Set(keyInodes, putU64(1), nil)
+	b.Set(keyCounters, counters(api.RootIno+1, 1, 1), nil)
 	b.Set(keyFSID, []byte(s.fsid), nil)
 	b.Set(keyFormat, putU64(storeFormat), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -520,12 +529,12 @@ func (t *txn) newInode() *inode {
 	return in
 }
 
-// deleteInode removes an inode and its xattrs and orphan mark.
+// deleteInode removes an inode and its xattrs (not its orphan mark: only
+// releasing an orphan deletes one that has it).
 func (t *txn) deleteInode(in *inode) error {
 	t.cache[in.Ino] = nil
 	t.dirty[in.Ino] = false
 	t.inodeDelta--
-	t.b.Delete(orphanKey(in.Ino), nil)
 	if in.Layout != nil && in.Layout.DoMSize != 0 {
 		t.b.Delete(domKey(in.Ino), nil)
 	}
@@ -555,6 +564,14 @@ func (t *txn) setDent(parent uint64, name string, d dent) {
 func (t *txn) delDent(parent uint64, name string) {
 	t.cover(parent)
 	t.b.Delete(dentKey(parent, name), nil)
+}
+
+// dropObjects queues the stripe objects of in's layout for destruction,
+// unless they are deferred (no OST holds any).
+func (t *txn) dropObjects(in *inode) {
+	if in.Layout != nil && !in.LazyObjects {
+		t.queueDestroy(in.Layout.Objects)
+	}
 }
 
 // queueDestroy puts a layout's objects on the destroy queue.
@@ -613,14 +630,8 @@ func (t *txn) flush() error {
 	if t.b.Empty() {
 		return nil
 	}
-	if t.nextIno != t.s.nextIno {
-		t.b.Set(keyNextIno, putU64(t.nextIno), nil)
-	}
-	if t.nextSeq != t.s.nextSeq {
-		t.b.Set(keyNextSeq, putU64(t.nextSeq), nil)
-	}
-	if t.inodeDelta != 0 {
-		t.b.Set(keyInodes, putU64(uint64(int64(t.s.inodes.Load())+t.inodeDelta)), nil)
+	if t.nextIno != t.s.nextIno || t.nextSeq != t.s.nextSeq || t.inodeDelta != 0 {
+		t.b.Set(keyCounters, counters(t.nextIno, t.nextSeq, uint64(int64(t.s.inodes.Load())+t.inodeDelta)), nil)
 	}
 	return nil
 }
