@@ -1,12 +1,13 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,7 @@ type OSTRegistry struct {
 
 	mu      sync.RWMutex
 	osts    map[uint32]OSTInfo
+	sorted  []OSTInfo      // osts ordered by index, for List
 	waiters []listedWaiter // guarded by mu
 	ready   chan struct{}
 	once    sync.Once
@@ -83,6 +85,16 @@ func (r *OSTRegistry) Listed(n int) <-chan struct{} {
 	r.waiters = append(r.waiters, w)
 	r.wakeLocked()
 	return w.done
+}
+
+// changedLocked follows a change of osts.
+func (r *OSTRegistry) changedLocked() {
+	r.sorted = r.sorted[:0]
+	for _, info := range r.osts {
+		r.sorted = append(r.sorted, info)
+	}
+	slices.SortFunc(r.sorted, func(a, b OSTInfo) int { return cmp.Compare(a.Index, b.Index) })
+	r.wakeLocked()
 }
 
 // wakeLocked closes the channels of the Listed calls now satisfied.
@@ -119,7 +131,7 @@ func (r *OSTRegistry) Run(ctx context.Context) error {
 		}
 		r.mu.Lock()
 		r.osts = fresh
-		r.wakeLocked()
+		r.changedLocked()
 		r.mu.Unlock()
 		r.once.Do(func() { close(r.ready) })
 		wch := r.cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
@@ -142,7 +154,7 @@ func (r *OSTRegistry) Run(ctx context.Context) error {
 					r.log.Info("OST joined", "index", info.Index, "addr", info.Addr)
 				}
 			}
-			r.wakeLocked()
+			r.changedLocked()
 			r.mu.Unlock()
 		}
 	}
@@ -184,10 +196,5 @@ func (r *OSTRegistry) LocalSocket(addr string) (string, bool) {
 func (r *OSTRegistry) List() []OSTInfo {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	out := make([]OSTInfo, 0, len(r.osts))
-	for _, info := range r.osts {
-		out = append(out, info)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
-	return out
+	return slices.Clone(r.sorted) // every create asks: kept sorted
 }

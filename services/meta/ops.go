@@ -183,6 +183,7 @@ func (s *Server) create(ctx context.Context, r *api.CreateReq) (api.EntryResp, e
 			in.Nlink = 2
 			in.Size = dirSize
 			parent.Nlink++
+			t.dirsMade = append(t.dirsMade, in.Ino) // empty: known whole
 		case api.ModeLink:
 			in.Target = r.Target
 			in.Size = uint64(len(r.Target))
@@ -278,6 +279,9 @@ func (s *Server) link(ctx context.Context, r *api.LinkReq) (api.EntryResp, error
 
 // isEmpty reports whether directory ino has no entries.
 func (t *txn) isEmpty(ino uint64) (bool, error) {
+	if names, ok := t.s.names.dirs[ino]; ok {
+		return len(names) == 0, nil
+	}
 	p := dentPrefix(ino)
 	it, err := t.s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {

@@ -40,8 +40,10 @@ type store struct {
 	// or wrote, guarded by mu: every create and unlink reads its parent,
 	// and a create each ancestor up to a default layout.
 	dirInodes map[uint64][]byte
-	inodes    atomic.Uint64
-	fsid      string
+	// names knows directories whole (names.go), guarded by mu.
+	names  nameCache
+	inodes atomic.Uint64
+	fsid   string
 
 	// Durability tracking. commits counts applied batches and committedSeq
 	// is the last changelog seq applied (both may not be durable yet);
@@ -84,7 +86,7 @@ func openStore(dir string, fs vfs.FS, log *slog.Logger) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening metadata store: %w", err)
 	}
-	s := &store{db: db, log: log, dirInodes: map[uint64][]byte{}}
+	s := &store{db: db, log: log, dirInodes: map[uint64][]byte{}, names: newNameCache(maxCachedNames)}
 	plog.st.Store(s)
 	if err := s.load(); err != nil {
 		db.Close()
@@ -359,6 +361,7 @@ func (s *store) apply(fn func(t *txn) error) (*txn, error) {
 	for _, w := range t.dirWrites {
 		s.cacheDirInode(w.ino, w.v)
 	}
+	s.names.applied(t.dirsMade, t.dirsGone, t.nameChanges)
 	t.wrote = true
 	s.nextIno, s.nextSeq = t.nextIno, t.nextSeq
 	s.inodes.Add(uint64(t.inodeDelta))
@@ -394,6 +397,10 @@ type txn struct {
 	// dirWrites are the inode records this change writes (v: a
 	// directory's, nil otherwise or deleted), for store.dirInodes.
 	dirWrites []dirWrite
+	// For store.names: the directories this change makes and removes,
+	// and the entries it sets and deletes.
+	dirsMade, dirsGone []uint64
+	nameChanges        []nameChange
 }
 
 // coverOf is the directory whose lock covers an inode's attributes: a
@@ -511,6 +518,9 @@ func (t *txn) dir(ino uint64) (*inode, error) {
 }
 
 func (t *txn) dent(parent uint64, name string) (dent, bool, error) {
+	if d, found, known := t.s.names.lookup(parent, name); known {
+		return d, found, nil
+	}
 	return t.s.getDent(t.s.db, parent, name)
 }
 
@@ -535,6 +545,9 @@ func (t *txn) deleteInode(in *inode) error {
 	t.cache[in.Ino] = nil
 	t.dirty[in.Ino] = false
 	t.inodeDelta--
+	if in.isDir() {
+		t.dirsGone = append(t.dirsGone, in.Ino)
+	}
 	if in.Layout != nil && in.Layout.DoMSize != 0 {
 		t.b.Delete(domKey(in.Ino), nil)
 	}
@@ -559,11 +572,13 @@ func (t *txn) deleteXattrs(ino uint64) error {
 func (t *txn) setDent(parent uint64, name string, d dent) {
 	t.cover(parent)
 	t.b.Set(dentKey(parent, name), encodeDent(d), nil)
+	t.nameChanges = append(t.nameChanges, nameChange{parent: parent, name: name, d: d})
 }
 
 func (t *txn) delDent(parent uint64, name string) {
 	t.cover(parent)
 	t.b.Delete(dentKey(parent, name), nil)
+	t.nameChanges = append(t.nameChanges, nameChange{parent: parent, name: name, del: true})
 }
 
 // dropObjects queues the stripe objects of in's layout for destruction,
