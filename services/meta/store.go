@@ -3,7 +3,6 @@ package meta
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -612,8 +611,7 @@ func (t *txn) record(r api.ChangeRecord) {
 	if r.Time == 0 {
 		r.Time = t.now
 	}
-	data, _ := json.Marshal(r) // plain struct: cannot fail
-	t.b.Set(changeKey(r.Seq), data, nil)
+	t.b.Set(changeKey(r.Seq), encodeChangeRecord(r), nil)
 }
 
 // flush writes the dirty inodes and the counters into the batch.
