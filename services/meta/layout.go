@@ -139,7 +139,7 @@ func (s *Server) layoutintent(ctx context.Context, r *api.LayoutIntentReq) (api.
 		// lock's business (a mount that still sees them deferred asks
 		// again), so the change needs no barrier, which put's coverage
 		// of the parent would ask for. Nothing else of the inode changes.
-		t.b.Set(inodeKey(in.Ino), encodeInode(in), nil)
+		t.writeInode(in)
 		return nil
 	})
 }

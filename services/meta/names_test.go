@@ -11,10 +11,10 @@ import (
 
 // TestNameCacheMatchesStore runs random namespace changes over a few
 // directories (creates, hard links, renames within and between them,
-// unlinks, mkdir and rmdir), with the cache's bound small enough that it
+// unlinks, mkdir and rmdir, chmod), with the cache's bound small enough that it
 // drops directories on the way, and checks every answer against a model
 // of the namespace and, after every step, each directory the cache knows
-// whole against what the store holds.
+// whole, and each inode record cached, against what the store holds.
 func TestNameCacheMatchesStore(t *testing.T) {
 	h := newHarness(t, 1)
 	h.srv.st.mu.Lock()
@@ -50,7 +50,7 @@ func TestNameCacheMatchesStore(t *testing.T) {
 	for step := range 800 {
 		dir, name := pick()
 		e, exists := model[dir][name]
-		switch op := rng.IntN(7); op {
+		switch op := rng.IntN(8); op {
 		case 0, 1: // create, exclusive
 			var r api.EntryResp
 			err := h.call(api.OpCreate, api.CreateReq{Parent: dir, Name: name, Mode: regMode, Exclusive: true}, &r)
@@ -99,6 +99,12 @@ func TestNameCacheMatchesStore(t *testing.T) {
 				continue
 			}
 			addDir(dir, name)
+		case 7: // a file's attributes change (its cached record with them)
+			if !exists || e.dir {
+				continue
+			}
+			err := h.call(api.OpSetAttr, api.SetAttrReq{Ino: e.ino, Valid: api.SetMode, Mode: uint32(0o600 + rng.IntN(0o100))}, nil)
+			want(step, "chmod", err, api.CodeOK)
 		case 6: // rmdir
 			if !exists || !e.dir {
 				continue
@@ -135,7 +141,8 @@ func TestNameCacheMatchesStore(t *testing.T) {
 }
 
 // checkNameCache compares each directory st.names knows whole with the
-// store's entries, and its count of entries with theirs.
+// store's entries, and its count of entries with theirs; and each inode
+// record cached with the stored one.
 func checkNameCache(t *testing.T, st *store, step int) {
 	t.Helper()
 	st.mu.Lock()
@@ -163,6 +170,14 @@ func checkNameCache(t *testing.T, st *store, step int) {
 		for name, d := range stored {
 			if c, ok := names[name]; !ok || c != d {
 				t.Fatalf("step %d: directory %d, %q: cache %+v (%v), store %+v", step, dir, name, c, ok, d)
+			}
+		}
+	}
+	for _, c := range []inodeCache{st.dirInodes, st.fileInodes} {
+		for ino, v := range c.m {
+			stored, err := get(st.db, inodeKey(ino))
+			if err != nil || string(stored) != string(v) {
+				t.Fatalf("step %d: inode %d cached %x, stored %x (%v)", step, ino, v, stored, err)
 			}
 		}
 	}

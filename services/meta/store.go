@@ -37,8 +37,11 @@ type store struct {
 	nextSeq uint64 // guarded by mu
 	// dirInodes holds the committed records of directories mutations read
 	// or wrote, guarded by mu: every create and unlink reads its parent,
-	// and a create each ancestor up to a default layout.
-	dirInodes map[uint64][]byte
+	// and a create each ancestor up to a default layout. fileInodes holds
+	// those of other inodes, apart so that a churn of files does not push
+	// the directories out: the file a create made is the one an unlink
+	// (or a size update) soon reads.
+	dirInodes, fileInodes inodeCache
 	// names knows directories whole (names.go), guarded by mu.
 	names  nameCache
 	inodes atomic.Uint64
@@ -85,7 +88,8 @@ func openStore(dir string, fs vfs.FS, log *slog.Logger) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening metadata store: %w", err)
 	}
-	s := &store{db: db, log: log, dirInodes: map[uint64][]byte{}, names: newNameCache(maxCachedNames)}
+	s := &store{db: db, log: log, names: newNameCache(maxCachedNames),
+		dirInodes: newInodeCache(maxCachedInodes), fileInodes: newInodeCache(maxCachedInodes)}
 	plog.st.Store(s)
 	if err := s.load(); err != nil {
 		db.Close()
@@ -357,8 +361,8 @@ func (s *store) apply(fn func(t *txn) error) (*txn, error) {
 	if err := s.db.Apply(t.b, pebble.NoSync); err != nil {
 		return t, fmt.Errorf("applying change: %w", err)
 	}
-	for _, w := range t.dirWrites {
-		s.cacheDirInode(w.ino, w.v)
+	for _, w := range t.inodeWrites {
+		s.cacheInode(w)
 	}
 	s.names.applied(t.dirsMade, t.dirsGone, t.nameChanges)
 	t.wrote = true
@@ -393,9 +397,9 @@ type txn struct {
 	allowed map[uint64]struct{}
 	orig    map[uint64]uint64
 	fresh   map[uint64]bool
-	// dirWrites are the inode records this change writes (v: a
-	// directory's, nil otherwise or deleted), for store.dirInodes.
-	dirWrites []dirWrite
+	// inodeWrites are the inode records this change writes (v nil:
+	// deleted), for store.dirInodes and fileInodes.
+	inodeWrites []inodeWrite
 	// For store.names: the directories this change makes and removes,
 	// and the entries it sets and deletes.
 	dirsMade, dirsGone []uint64
@@ -459,7 +463,10 @@ func (t *txn) get(ino uint64) (*inode, error) {
 		}
 		return in, nil
 	}
-	v, cached := t.s.dirInodes[ino]
+	v, cached := t.s.dirInodes.m[ino]
+	if !cached {
+		v, cached = t.s.fileInodes.m[ino]
+	}
 	if !cached {
 		var err error
 		if v, err = inodeRecord(t.s.db, ino); err != nil {
@@ -470,38 +477,59 @@ func (t *txn) get(ino uint64) (*inode, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !cached && in.isDir() {
-		t.s.cacheDirInode(ino, v)
+	if !cached {
+		t.s.cacheInode(inodeWrite{ino: ino, v: v, dir: in.isDir()})
 	}
 	t.cache[ino] = in
 	t.orig[ino] = coverOf(in)
 	return in, nil
 }
 
-// maxDirInodes bounds store.dirInodes.
-const maxDirInodes = 1 << 16
+// maxCachedInodes bounds store.dirInodes and store.fileInodes each.
+const maxCachedInodes = 1 << 16
 
-// cacheDirInode keeps a directory's committed record, v nil forgetting
-// it. Called with mu.
-func (s *store) cacheDirInode(ino uint64, v []byte) {
-	if v == nil {
-		delete(s.dirInodes, ino)
-		return
-	}
-	if len(s.dirInodes) >= maxDirInodes {
-		for k := range s.dirInodes { // an eighth of them, at random
-			if len(s.dirInodes) < maxDirInodes*7/8 {
-				break
-			}
-			delete(s.dirInodes, k)
-		}
-	}
-	s.dirInodes[ino] = v
+// inodeCache holds committed inode records, at most limit of them: past
+// it an eighth go, at random.
+type inodeCache struct {
+	m     map[uint64][]byte
+	limit int
 }
 
-type dirWrite struct {
+func newInodeCache(limit int) inodeCache {
+	return inodeCache{m: map[uint64][]byte{}, limit: limit}
+}
+
+func (c *inodeCache) put(ino uint64, v []byte) {
+	if len(c.m) >= c.limit {
+		for k := range c.m {
+			if len(c.m) < c.limit*7/8 {
+				break
+			}
+			delete(c.m, k)
+		}
+	}
+	c.m[ino] = v
+}
+
+// inodeWrite is an inode record a change writes (v nil: deletes).
+type inodeWrite struct {
 	ino uint64
 	v   []byte
+	dir bool
+}
+
+// cacheInode keeps a committed record, or forgets a deleted one. Called
+// with mu.
+func (s *store) cacheInode(w inodeWrite) {
+	switch {
+	case w.v == nil:
+		delete(s.dirInodes.m, w.ino)
+		delete(s.fileInodes.m, w.ino)
+	case w.dir:
+		s.dirInodes.put(w.ino, w.v)
+	default:
+		s.fileInodes.put(w.ino, w.v)
+	}
 }
 
 // dir returns the inode, which must be a directory.
@@ -521,6 +549,14 @@ func (t *txn) dent(parent uint64, name string) (dent, bool, error) {
 		return d, found, nil
 	}
 	return t.s.getDent(t.s.db, parent, name)
+}
+
+// writeInode puts in's record in the batch. Changes use put, which also
+// checks what directory locks cover the change.
+func (t *txn) writeInode(in *inode) {
+	enc := encodeInode(in)
+	t.b.Set(inodeKey(in.Ino), enc, nil)
+	t.inodeWrites = append(t.inodeWrites, inodeWrite{ino: in.Ino, v: enc, dir: in.isDir()})
 }
 
 // put marks an inode (from get or newInode) to be written.
@@ -628,17 +664,12 @@ func (t *txn) flush() error {
 		return err
 	}
 	for ino, write := range t.dirty {
-		var v []byte // what the directory cache keeps once this applies
 		if write {
-			enc := encodeInode(t.cache[ino])
-			t.b.Set(inodeKey(ino), enc, nil)
-			if t.cache[ino].isDir() {
-				v = enc
-			}
+			t.writeInode(t.cache[ino])
 		} else {
 			t.b.Delete(inodeKey(ino), nil)
+			t.inodeWrites = append(t.inodeWrites, inodeWrite{ino: ino})
 		}
-		t.dirWrites = append(t.dirWrites, dirWrite{ino, v})
 	}
 	if t.b.Empty() {
 		return nil
