@@ -146,6 +146,13 @@ type inode struct {
 	LazyObjects bool
 }
 
+// setLayout gives a regular file a newly resolved layout, whose stripe
+// objects are deferred when it has a Data-on-MDT region (LazyObjects).
+func (in *inode) setLayout(l api.Layout) {
+	in.Layout = &l
+	in.LazyObjects = l.DoMSize != 0
+}
+
 func (in *inode) isDir() bool  { return in.Mode&api.ModeType == api.ModeDir }
 func (in *inode) isReg() bool  { return in.Mode&api.ModeType == api.ModeReg }
 func (in *inode) isLink() bool { return in.Mode&api.ModeType == api.ModeLink }

@@ -234,8 +234,7 @@ func (s *Server) setLayout(ctx context.Context, ino uint64, want api.Layout, xfl
 			if err != nil {
 				return err
 			}
-			in.Layout = &resolved
-			in.LazyObjects = resolved.DoMSize != 0
+			in.setLayout(resolved)
 			out = resolved
 		default:
 			return api.Errorf(api.CodeInvalid, "inode %d is not a file or directory: no layout", ino)

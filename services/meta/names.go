@@ -35,6 +35,12 @@ func (c *nameCache) lookup(parent uint64, name string) (d dent, found, known boo
 	return d, found, true
 }
 
+// size is how many entries a directory known whole holds.
+func (c *nameCache) size(dir uint64) (n int, known bool) {
+	names, known := c.dirs[dir]
+	return len(names), known
+}
+
 // nameChange is one entry a mutation sets (or deletes: del).
 type nameChange struct {
 	parent uint64

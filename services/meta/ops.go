@@ -203,8 +203,7 @@ func (s *Server) create(ctx context.Context, r *api.CreateReq) (api.EntryResp, e
 			if err != nil {
 				return err
 			}
-			in.Layout = &resolved
-			in.LazyObjects = resolved.DoMSize != 0
+			in.setLayout(resolved)
 		}
 		parent.Mtime, parent.Ctime = t.now, t.now
 		t.put(parent)
@@ -279,8 +278,8 @@ func (s *Server) link(ctx context.Context, r *api.LinkReq) (api.EntryResp, error
 
 // isEmpty reports whether directory ino has no entries.
 func (t *txn) isEmpty(ino uint64) (bool, error) {
-	if names, ok := t.s.names.dirs[ino]; ok {
-		return len(names) == 0, nil
+	if n, known := t.s.names.size(ino); known {
+		return n == 0, nil
 	}
 	p := dentPrefix(ino)
 	it, err := t.s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
