@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -65,6 +66,9 @@ func main() {
 	}
 	if cmd.service {
 		reexecWithLazyFree()
+		if pct, ok := serviceGC(os.Getenv); ok {
+			debug.SetGCPercent(pct)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -126,3 +126,22 @@ func TestWithLazyFree(t *testing.T) {
 		})
 	}
 }
+
+func TestServiceGC(t *testing.T) {
+	env := func(gogc string) func(string) string {
+		return func(k string) string {
+			if k == "GOGC" {
+				return gogc
+			}
+			return ""
+		}
+	}
+	if pct, ok := serviceGC(env("")); !ok || pct != serviceGCPercent {
+		t.Errorf("without GOGC: %d, %v; want %d", pct, ok, serviceGCPercent)
+	}
+	for _, v := range []string{"100", "off", "50"} {
+		if _, ok := serviceGC(env(v)); ok {
+			t.Errorf("GOGC=%s: the service sets its own", v)
+		}
+	}
+}
