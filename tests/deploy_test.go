@@ -137,7 +137,7 @@ func TestSeparateProcesses(t *testing.T) {
 
 // checkLazyFree checks that a service process runs with
 // GODEBUG=madvdontneed=0, which it sets by re-executing itself (same PID)
-// at start (cmd/stria/lazyfree.go), unless GODEBUG already chose.
+// at start (cmd/stria/goruntime.go), unless GODEBUG already chose.
 func checkLazyFree(t *testing.T, p *proc) {
 	t.Helper()
 	if strings.Contains(os.Getenv("GODEBUG"), "madvdontneed=") {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 )
@@ -39,21 +40,22 @@ func main() {
 		os.Exit(2)
 	}
 	verb, args := os.Args[1], os.Args[2:]
-	// service: runs until stopped, under lazyFreeSetting (lazyfree.go).
+	// service: runs until stopped, under the runtime settings of
+	// goruntime.go; mounts: serves a FUSE mount.
 	type command struct {
-		run     func(context.Context, []string) error
-		service bool
+		run             func(context.Context, []string) error
+		service, mounts bool
 	}
 	commands := map[string]command{
-		"up":        {runUp, true},
-		"meta":      {runMeta, true},
-		"ost":       {runOST, true},
-		"lockd":     {runLockd, true},
-		"mount":     {runMount, true},
-		"setstripe": {runSetstripe, false},
-		"getstripe": {runGetstripe, false},
-		"df":        {runDF, false},
-		"bench":     {runBench, false},
+		"up":        {runUp, true, true},
+		"meta":      {runMeta, true, false},
+		"ost":       {runOST, true, false},
+		"lockd":     {runLockd, true, false},
+		"mount":     {runMount, true, true},
+		"setstripe": {runSetstripe, false, false},
+		"getstripe": {runGetstripe, false, false},
+		"df":        {runDF, false, false},
+		"bench":     {runBench, false, false},
 	}
 	cmd, ok := commands[verb]
 	if !ok {
@@ -68,6 +70,11 @@ func main() {
 		reexecWithLazyFree()
 		if pct, ok := serviceGC(os.Getenv); ok {
 			debug.SetGCPercent(pct)
+		}
+	}
+	if cmd.mounts {
+		if procs, ok := mountProcs(os.Getenv, runtime.GOMAXPROCS(0)); ok {
+			runtime.GOMAXPROCS(procs)
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

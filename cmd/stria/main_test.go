@@ -145,3 +145,22 @@ func TestServiceGC(t *testing.T) {
 		}
 	}
 }
+
+func TestMountProcs(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "GOMAXPROCS" {
+				return v
+			}
+			return ""
+		}
+	}
+	for _, tc := range []struct{ procs, want int }{{1, 4}, {2, 8}, {8, 32}, {16, 48}, {64, 96}} {
+		if got, ok := mountProcs(env(""), tc.procs); !ok || got != tc.want {
+			t.Errorf("mountProcs(%d) = %d, %v; want %d", tc.procs, got, ok, tc.want)
+		}
+	}
+	if _, ok := mountProcs(env("3"), 2); ok {
+		t.Error("GOMAXPROCS=3 in the environment: the mount sets its own")
+	}
+}
