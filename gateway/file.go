@@ -95,7 +95,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 func (n *node) readOnOpen(ctx context.Context, l *api.Layout) bool {
 	n.mu.Lock()
 	size := int64(n.attr.Size)
-	busy := n.opens > 1 || n.dirty || n.pending != nil || len(n.inflight) > 0
+	busy := n.opens > 1 || n.dirty || len(n.pending) > 0 || len(n.inflight) > 0
 	n.mu.Unlock()
 	if busy || size == 0 || size > int64(l.DoMSize) {
 		return false
@@ -208,67 +208,8 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	n.dirty = true
 	n.dataGen++
 
-	if p := n.pending; p != nil && p.join(l, off, data) {
-		if len(*p.buf) == maxWrite {
-			n.sendPendingLocked()
-		}
-		return uint32(len(data)), 0
-	}
-	// The kernel reuses data once we return: keep a copy for the OSTs (a
-	// write that joins the pending one is copied there, and only there).
-	buf := iobuf.Get(len(data))
-	copy(*buf, data)
-	n.sendPendingLocked()
-	if len(n.inflight) > 0 && len(data) < maxWrite {
-		n.pending = &pendingWrite{off: off, buf: buf, layout: l}
-	} else {
-		n.sendLocked(l, off, buf)
-	}
+	n.writeBehindLocked(l, off, data)
 	return uint32(len(data)), 0
-}
-
-// pendingWrite is write-behind not sent yet. While a file has writes in
-// flight, a small write that continues the previous one joins it here, and
-// they go to the OSTs as one request: the kernel cuts every unaligned write
-// at partial pages, and many programs write in small pieces, so this turns
-// runs of small requests (each an OST read-modify-write of a checksum
-// block) into a few large ones. It is sent when it reaches maxWrite, when
-// a write in flight completes (so it waits no longer than one OST round
-// trip, and never when nothing is in flight), or when anything needs the
-// data on the OSTs (overlapping I/O, flush, fsync, truncate).
-type pendingWrite struct {
-	off    int64
-	buf    *[]byte
-	layout *api.Layout
-}
-
-func (p *pendingWrite) end() int64 { return p.off + int64(len(*p.buf)) }
-
-func (p *pendingWrite) overlaps(e extent) bool { return extent{p.off, p.end()}.overlaps(e) }
-
-// join appends data, written at off with layout l, to p if it continues p
-// and the two stay within maxWrite, and reports whether it did. p keeps
-// the buffer of its own size until a write that joins it does not fit
-// there, and only then moves into a 1 MiB one (joinable): a pending write
-// that nothing joins (each mount's records of IOR-hard on two mounts) goes
-// out with one copy of its bytes and without holding 1 MiB in flight.
-func (p *pendingWrite) join(l *api.Layout, off int64, data []byte) bool {
-	if p.layout != l || p.end() != off || len(*p.buf)+len(data) > maxWrite {
-		return false
-	}
-	if len(*p.buf)+len(data) > cap(*p.buf) {
-		p.buf = joinable(p.buf)
-	}
-	*p.buf = append(*p.buf, data...)
-	return true
-}
-
-// sendPendingLocked sends the pending write, if any.
-func (n *node) sendPendingLocked() {
-	if p := n.pending; p != nil {
-		n.pending = nil
-		n.sendLocked(p.layout, p.off, p.buf)
-	}
 }
 
 // writeBehind is a write in flight: sent, not yet on the OSTs. Writes in
@@ -277,7 +218,8 @@ func (n *node) sendPendingLocked() {
 type writeBehind struct {
 	ext    extent
 	layout *api.Layout
-	buf    *[]byte
+	data   []byte  // the bytes, in buf
+	buf    *[]byte // from iobuf, given back when the write completes
 	// claimed is set by whoever runs the write: the goroutine sendLocked
 	// starts, or a caller waiting for it that got there first.
 	claimed atomic.Bool
@@ -286,10 +228,10 @@ type writeBehind struct {
 // claim reports whether the caller is the one to run w.
 func (w *writeBehind) claim() bool { return w.claimed.CompareAndSwap(false, true) }
 
-// sendLocked starts writing buf at off to the OSTs; the buffer and its
-// write-behind slots are given back when the write completes.
-func (n *node) sendLocked(l *api.Layout, off int64, buf *[]byte) {
-	w := &writeBehind{ext: extent{off, off + int64(len(*buf))}, layout: l, buf: buf}
+// sendLocked starts writing data (in buf) at off to the OSTs; the buffer
+// and data's write-behind slots are given back when the write completes.
+func (n *node) sendLocked(l *api.Layout, off int64, data []byte, buf *[]byte) {
+	w := &writeBehind{ext: extent{off, off + int64(len(data))}, layout: l, data: data, buf: buf}
 	n.inflight = append(n.inflight, w)
 	go func() {
 		if w.claim() {
@@ -303,9 +245,9 @@ func (n *node) runWrite(w *writeBehind) {
 	touched := map[int]bool{}
 	werr := n.useObjects(context.Background(), w.layout, w.ext.end)
 	if werr == nil {
-		werr = n.gw.writeExtent(context.Background(), n.ino(), w.layout, w.ext.off, *w.buf, touched)
+		werr = n.gw.writeExtent(context.Background(), n.ino(), w.layout, w.ext.off, w.data, touched)
 	}
-	n.gw.writeSlots.Release(int64(len(*w.buf)))
+	n.gw.writeSlots.Release(int64(len(w.data)))
 	iobuf.Put(w.buf)
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -320,11 +262,13 @@ func (n *node) runWrite(w *writeBehind) {
 		n.wbErr = werr
 	}
 	n.inflight = slices.DeleteFunc(n.inflight, func(f *writeBehind) bool { return f == w })
-	n.sendPendingLocked()
+	if len(n.inflight) == 0 {
+		n.sendPendingLocked(nil) // pending waits no longer than the writes before it
+	}
 	n.wbDone.Broadcast()
 }
 
-// awaitWritesLocked returns once the pending write and the writes in
+// awaitWritesLocked returns once the pending stretches and the writes in
 // flight that overlap e (all of them when e is nil) are on the OSTs. A
 // write whose goroutine has not started yet it runs itself: on a two-CPU
 // machine a new goroutine was measured to wait ~130 µs before it ran
@@ -333,9 +277,7 @@ func (n *node) runWrite(w *writeBehind) {
 // small write waited that long for it.
 func (n *node) awaitWritesLocked(e *extent) {
 	for {
-		if p := n.pending; p != nil && (e == nil || p.overlaps(*e)) {
-			n.sendPendingLocked()
-		}
+		n.sendPendingLocked(e)
 		var unclaimed *writeBehind
 		busy := false
 		for _, w := range n.inflight {

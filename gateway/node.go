@@ -40,7 +40,7 @@ type node struct {
 	// Write-behind: writes in flight to the OSTs, and the first error one
 	// of them met, reported by the next write, flush, fsync or close.
 	inflight []*writeBehind
-	pending  *pendingWrite // see pendingWrite; sent before inflight empties
+	pending  []*pendingWrite // see pendingWrite; sent before inflight empties
 	wbErr    error
 	wbDone   *sync.Cond // signalled (with mu) when a write completes
 

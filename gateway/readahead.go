@@ -126,7 +126,7 @@ func (n *node) noteRead(h *handle, l *api.Layout, off int64, length int, size in
 	// Readers of one file through one mount share the kernel's page cache,
 	// whose read-ahead serves them together (IOR's readers on one client):
 	// prefetching for each would fetch every byte once per reader.
-	if ra.runs < raMinRuns || n.readers > 1 || len(n.inflight) > 0 || n.pending != nil {
+	if ra.runs < raMinRuns || n.readers > 1 || len(n.inflight) > 0 || len(n.pending) > 0 {
 		return
 	}
 	next := ra.lastEnd

@@ -25,6 +25,10 @@ type domRecorder struct {
 	arrived chan struct{} // closed when the held write arrives
 	// recorded, if set, gets the offset of each write as it is kept.
 	recorded chan int64
+	// gate, if set, is waited for before any write is recorded.
+	gate chan struct{}
+	// image is the region's bytes as written.
+	image []byte
 }
 
 func (m *domRecorder) ServeMeta(_, op string, req any) (any, error) {
@@ -36,8 +40,15 @@ func (m *domRecorder) ServeMeta(_, op string, req any) (any, error) {
 		close(m.arrived)
 		<-m.hold
 	}
+	if m.gate != nil {
+		<-m.gate
+	}
 	m.mu.Lock()
 	m.offs = append(m.offs, w.Off)
+	if end := int(w.Off) + len(w.Data); end > len(m.image) {
+		m.image = append(m.image, make([]byte, end-len(m.image))...)
+	}
+	copy(m.image[w.Off:], w.Data)
 	m.mu.Unlock()
 	if m.recorded != nil {
 		m.recorded <- w.Off
@@ -75,7 +86,7 @@ func queueUnstarted(t *testing.T, n *node, l *api.Layout, off int64, data []byte
 	}
 	buf := iobuf.Get(len(data))
 	copy(*buf, data)
-	w := &writeBehind{ext: extent{off, off + int64(len(data))}, layout: l, buf: buf}
+	w := &writeBehind{ext: extent{off, off + int64(len(data))}, layout: l, data: *buf, buf: buf}
 	n.mu.Lock()
 	n.inflight = append(n.inflight, w)
 	n.mu.Unlock()
