@@ -36,12 +36,11 @@ type pendingWrite struct {
 	layout *api.Layout
 	lo, hi int64
 	// buf holds exactly the stretch's bytes until a second write joins it;
-	// then (whole) the chunk's, each byte at its offset from base. A write
-	// that nothing joins (each mount's records of IOR-hard on two mounts)
-	// goes out with one copy of its bytes and without holding 1 MiB.
+	// then (whole) the chunk's, each byte at its offset in the chunk. A
+	// write that nothing joins (each mount's records of IOR-hard on two
+	// mounts) goes out with one copy of its bytes and without holding 1 MiB.
 	buf   *[]byte
 	whole bool
-	base  int64
 }
 
 // chunkOf is the start of the maxWrite-aligned chunk holding off.
@@ -54,7 +53,8 @@ func (p *pendingWrite) bytes() []byte {
 	if !p.whole {
 		return *p.buf
 	}
-	return (*p.buf)[p.lo-p.base : p.hi-p.base]
+	c := chunkOf(p.lo)
+	return (*p.buf)[p.lo-c : p.hi-c]
 }
 
 // full reports whether the stretch is its whole chunk.
@@ -72,9 +72,9 @@ func (p *pendingWrite) join(l *api.Layout, off int64, data []byte) bool {
 		b := iobuf.Get(maxWrite)
 		copy((*b)[p.lo-c:], *p.buf)
 		iobuf.Put(p.buf)
-		p.buf, p.whole, p.base = b, true, c
+		p.buf, p.whole = b, true
 	}
-	copy((*p.buf)[off-p.base:], data)
+	copy((*p.buf)[off-c:], data)
 	p.lo, p.hi = min(p.lo, off), max(p.hi, end)
 	return true
 }
@@ -84,9 +84,7 @@ func (p *pendingWrite) join(l *api.Layout, off int64, data []byte) bool {
 // stretches, holds them pending, or sends them.
 func (n *node) writeBehindLocked(l *api.Layout, off int64, data []byte) {
 	if len(n.inflight) == 0 || len(data) >= maxWrite {
-		// The kernel reuses data once we return: the OSTs get a copy.
-		buf := iobuf.Get(len(data))
-		copy(*buf, data)
+		buf := copyOf(data)
 		n.sendLocked(l, off, *buf, buf)
 		return
 	}
@@ -119,9 +117,15 @@ func (n *node) pendLocked(l *api.Layout, off int64, data []byte) {
 	if len(n.pending) == maxPendingWrites {
 		n.sendStretchLocked(slices.MinFunc(n.pending, func(a, b *pendingWrite) int { return cmp.Compare(a.lo, b.lo) }))
 	}
+	n.pending = append(n.pending, &pendingWrite{layout: l, lo: off, hi: off + int64(len(data)), buf: copyOf(data)})
+}
+
+// copyOf returns data's bytes in a buffer from iobuf: the kernel reuses
+// a write's data once the request is answered.
+func copyOf(data []byte) *[]byte {
 	buf := iobuf.Get(len(data))
 	copy(*buf, data)
-	n.pending = append(n.pending, &pendingWrite{layout: l, lo: off, hi: off + int64(len(data)), buf: buf})
+	return buf
 }
 
 // sendStretchLocked sends pending stretch p.
@@ -132,10 +136,13 @@ func (n *node) sendStretchLocked(p *pendingWrite) {
 
 // sendPendingLocked sends the pending stretches that overlap e, or all of
 // them when e is nil.
+// Every write calls it (awaitWritesLocked): it allocates nothing.
 func (n *node) sendPendingLocked(e *extent) {
-	for _, p := range slices.Clone(n.pending) {
-		if e == nil || p.overlaps(*e) {
-			n.sendStretchLocked(p)
+	for i := 0; i < len(n.pending); {
+		if p := n.pending[i]; e == nil || p.overlaps(*e) {
+			n.sendStretchLocked(p) // takes p out: i is the next one now
+		} else {
+			i++
 		}
 	}
 }

@@ -60,8 +60,8 @@ func TestPendingWriteJoin(t *testing.T) {
 	}
 	want = append(want, next...)
 	check("after an append")
-	if !p.whole || len(*p.buf) != maxWrite || p.base != 3*maxWrite {
-		t.Fatalf("after a join: whole %v, buffer of %d at %d; want the chunk's", p.whole, len(*p.buf), p.base)
+	if !p.whole || len(*p.buf) != maxWrite || !bytes.Equal((*p.buf)[p.lo-3*maxWrite:p.hi-3*maxWrite], want) {
+		t.Fatalf("after a join: whole %v, buffer of %d; want the chunk's, the bytes at their offsets in it", p.whole, len(*p.buf))
 	}
 	before := pattern(3, 30_000)
 	if !p.join(l, p.lo-int64(len(before)), before) {

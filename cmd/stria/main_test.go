@@ -127,15 +127,18 @@ func TestWithLazyFree(t *testing.T) {
 	}
 }
 
-func TestServiceGC(t *testing.T) {
-	env := func(gogc string) func(string) string {
-		return func(k string) string {
-			if k == "GOGC" {
-				return gogc
-			}
-			return ""
+// envWith is a getenv whose environment holds only key=value.
+func envWith(key, value string) func(string) string {
+	return func(k string) string {
+		if k == key {
+			return value
 		}
+		return ""
 	}
+}
+
+func TestServiceGC(t *testing.T) {
+	env := func(gogc string) func(string) string { return envWith("GOGC", gogc) }
 	if pct, ok := serviceGC(env("")); !ok || pct != serviceGCPercent {
 		t.Errorf("without GOGC: %d, %v; want %d", pct, ok, serviceGCPercent)
 	}
@@ -147,14 +150,7 @@ func TestServiceGC(t *testing.T) {
 }
 
 func TestMountProcs(t *testing.T) {
-	env := func(v string) func(string) string {
-		return func(k string) string {
-			if k == "GOMAXPROCS" {
-				return v
-			}
-			return ""
-		}
-	}
+	env := func(v string) func(string) string { return envWith("GOMAXPROCS", v) }
 	for _, tc := range []struct{ procs, want int }{{1, 4}, {2, 8}, {8, 32}, {16, 48}, {64, 96}} {
 		if got, ok := mountProcs(env(""), tc.procs); !ok || got != tc.want {
 			t.Errorf("mountProcs(%d) = %d, %v; want %d", tc.procs, got, ok, tc.want)
