@@ -363,7 +363,7 @@ func (c *OSTClient) Read(ctx context.Context, addr string, obj uint64, off int64
 }
 
 // sharedRegionSize is what a gateway asks for: a 1 MiB FUSE read with the
-// 64 KiB checksum blocks at both of its edges.
+// checksum blocks (64 KiB at most) at both of its edges.
 const sharedRegionSize = 1<<20 + 128<<10
 
 // ReadShared reads like Read but, from an OST on this machine, lets the OST

@@ -130,11 +130,11 @@ func BenchmarkCreate(b *testing.B) {
 	}
 }
 
-// BenchmarkBlockCRC is the checksum of one 64 KiB block.
+// BenchmarkBlockCRC is the checksum of one 4 KiB block.
 func BenchmarkBlockCRC(b *testing.B) {
-	block := pattern(1, BlockSize)
-	b.SetBytes(BlockSize)
+	block := pattern(1, sidecarBlockSize)
+	b.SetBytes(sidecarBlockSize)
 	for b.Loop() {
-		blockCRC(block)
+		blockCRC(block, sidecarBlockSize)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/stria/stria/api"
+	"github.com/stria/stria/api/iobuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,6 +41,8 @@ const (
 
 // checksums is an object's slot store.
 type checksums interface {
+	// blockSize is the bytes each slot covers.
+	blockSize() int64
 	// read fills b with the slots of blocks first.. ; slots never written
 	// read as holes (zeros).
 	read(first int64, b []byte) error
@@ -61,7 +64,10 @@ var errInlineFull = errors.New("slots past what the attribute holds")
 type sidecar struct {
 	obj uint64
 	f   *os.File
+	bs  int64 // from the header
 }
+
+func (c *sidecar) blockSize() int64 { return c.bs }
 
 func (c *sidecar) read(first int64, b []byte) error {
 	n, err := c.f.ReadAt(b, slotOffset(first))
@@ -109,6 +115,8 @@ type inline struct {
 	obj  uint64
 	data *os.File
 }
+
+func (c *inline) blockSize() int64 { return inlineBlockSize }
 
 // load returns the attribute's value, checked.
 func (c *inline) load() ([]byte, error) {
@@ -209,11 +217,7 @@ func (s *store) openSums(obj uint64, data *os.File, fresh bool) (checksums, erro
 			return nil, fmt.Errorf("read checksums of object %016x: %w", obj, err)
 		}
 	}
-	f, err := s.openCRC(obj, data.Name()+".crc", fresh)
-	if err != nil {
-		return nil, err
-	}
-	return &sidecar{obj: obj, f: f}, nil
+	return s.openCRC(obj, data.Name()+".crc", fresh)
 }
 
 // newSums starts the slots of a new object whose data file was just
@@ -239,11 +243,21 @@ func newSidecar(obj uint64, path string) (*sidecar, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create checksums of object %016x: %w", obj, err)
 	}
-	if err := writeCRCHeader(f, obj); err != nil {
+	c := &sidecar{obj: obj, f: f, bs: sidecarBlockSize}
+	if err := c.writeHeader(); err != nil {
 		f.Close()
 		return nil, err
 	}
-	return &sidecar{obj: obj, f: f}, nil
+	return c, nil
+}
+
+// writeHeader starts an empty sidecar.
+func (c *sidecar) writeHeader() error {
+	h := crcHeader(c.bs)
+	if _, err := c.f.WriteAt(h[:], 0); err != nil {
+		return fmt.Errorf("write checksum header of object %016x: %w", c.obj, err)
+	}
+	return nil
 }
 
 // promote moves an inline object's slots to a sidecar, before a write of a
@@ -259,12 +273,16 @@ func (s *store) promote(h *handle, size int64) error {
 	if err != nil {
 		return err
 	}
+	slots, err := s.splitSlots(h, v, size)
+	if err != nil {
+		return err
+	}
 	side, err := newSidecar(h.obj, h.data.Name()+".crc")
 	if err != nil {
 		return err
 	}
 	s.markDirty(h.obj)
-	err = side.write(0, v)
+	err = side.write(0, slots)
 	if err == nil && size > 0 && h.synced.Load() {
 		if err = fdatasync(side.f); err == nil {
 			err = s.syncDirOf(h)
@@ -278,5 +296,52 @@ func (s *store) promote(h *handle, size int64) error {
 		return fmt.Errorf("move checksums of object %016x to its sidecar: %w", h.obj, err)
 	}
 	h.sums = side
+	h.edges.split(inlineBlockSize, sidecarBlockSize, slots)
 	return nil
+}
+
+// splitSlots turns the attribute's slots v of an object of size bytes into
+// the sidecar's, of smaller blocks: each block holding data is read back
+// and verified, and the checksums of its pieces computed from it. A block
+// that fails verification has each of its pieces marked damaged, so that
+// reads still find it while the write that needs the room goes on; a hole
+// stays holes.
+func (s *store) splitSlots(h *handle, v []byte, size int64) ([]byte, error) {
+	const pieces = inlineBlockSize / sidecarBlockSize
+	held := min(size, int64(len(v)/slotSize)*inlineBlockSize)
+	out := make([]byte, blocksFor(held, sidecarBlockSize)*slotSize)
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			iobuf.Put(bp)
+		}
+	}()
+	for b := range blocksFor(held, inlineBlockSize) {
+		slot := v[b*slotSize : (b+1)*slotSize]
+		if _, state := getSlot(slot); state == slotHole {
+			continue
+		}
+		if bp == nil {
+			bp = iobuf.Get(inlineBlockSize)
+		}
+		buf := *bp
+		damaged := false
+		if err := s.readBlock(h, b, size, buf, slot); err != nil {
+			if api.CodeOf(err) != api.CodeCorrupt {
+				return nil, err
+			}
+			damaged = true // logged by readBlock
+		}
+		n := min(inlineBlockSize, size-b*inlineBlockSize)
+		for i := range blocksFor(n, sidecarBlockSize) {
+			at := (b*pieces + i) * slotSize
+			if damaged {
+				putDamaged(out[at:])
+				continue
+			}
+			lo := i * sidecarBlockSize
+			putSlot(out[at:], blockCRC(buf[lo:min(lo+sidecarBlockSize, n)], sidecarBlockSize))
+		}
+	}
+	return out, nil
 }

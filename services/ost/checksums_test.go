@@ -25,6 +25,21 @@ func hasSidecar(t *testing.T, path string) bool {
 	return fileErr == nil
 }
 
+// sidecarBlocks is the block size in the header of the sidecar of the
+// object whose data file is path.
+func sidecarBlocks(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path + ".crc")
+	if err != nil || len(b) < crcHeaderSize {
+		t.Fatalf("sidecar of %s: %d bytes, %v", path, len(b), err)
+	}
+	bs, ok := parseCRCHeader(b[:crcHeaderSize])
+	if !ok {
+		t.Fatalf("sidecar of %s: bad header % x", path, b[:crcHeaderSize])
+	}
+	return bs
+}
+
 func TestInlineChecksums(t *testing.T) {
 	cli := startEtcd(t)
 	cfg := testConfig(t, "inline")
@@ -32,7 +47,7 @@ func TestInlineChecksums(t *testing.T) {
 	c := newClient(t)
 	ctx := t.Context()
 	top := t
-	const B = BlockSize
+	const B = inlineBlockSize
 
 	t.Run("a write past the attribute moves the checksums to a sidecar", func(t *testing.T) {
 		const obj = 0x501
@@ -54,10 +69,50 @@ func TestInlineChecksums(t *testing.T) {
 			t.Fatal("no sidecar after a write past the attribute")
 		}
 		checkRead(t, ctx, c, o.Addr(), obj, &m, 0, len(m.b)+10)
+		if bs := sidecarBlocks(t, objectPath(cfg.DataDir, obj)); bs != sidecarBlockSize {
+			t.Fatalf("the new sidecar has %d-byte blocks, want %d", bs, sidecarBlockSize)
+		}
 		// Blocks the attribute held are still checked.
 		flipBit(t, objectPath(cfg.DataDir, obj), B+3)
 		if _, err := c.Read(ctx, o.Addr(), obj, B, make([]byte, 10)); codeOf(err) != api.CodeCorrupt {
 			t.Fatalf("read of a damaged block after the move: %v, want corrupt", err)
+		}
+	})
+
+	t.Run("a block damaged before the move stays damaged, alone", func(t *testing.T) {
+		const obj = 0x507
+		var m model
+		d := pattern(11, 3*B)
+		if err := c.Write(ctx, o.Addr(), obj, 0, d, true); err != nil {
+			t.Fatal(err)
+		}
+		m.write(0, d)
+		flipBit(t, objectPath(cfg.DataDir, obj), B+B/2)
+		// A write elsewhere, past the attribute, goes on.
+		far := pattern(12, 100)
+		if err := c.Write(ctx, o.Addr(), obj, inlineBlocks*B+7, far, false); err != nil {
+			t.Fatalf("write past the attribute with a damaged block behind: %v", err)
+		}
+		m.write(inlineBlocks*B+7, far)
+		// Every piece of the damaged block reads as corrupt, the others
+		// as written.
+		for off := int64(0); off < 3*B; off += sidecarBlockSize {
+			_, err := c.Read(ctx, o.Addr(), obj, off, make([]byte, sidecarBlockSize))
+			if damaged := off >= B && off < 2*B; damaged != (codeOf(err) == api.CodeCorrupt) {
+				t.Fatalf("read at %d (damaged %v): %v", off, damaged, err)
+			}
+		}
+		checkRead(t, ctx, c, o.Addr(), obj, &m, 0, B)
+		checkRead(t, ctx, c, o.Addr(), obj, &m, 2*B, len(m.b))
+		// A piece written whole is sound again.
+		w := pattern(13, sidecarBlockSize)
+		if err := c.Write(ctx, o.Addr(), obj, B, w, false); err != nil {
+			t.Fatal(err)
+		}
+		m.write(B, w)
+		checkRead(t, ctx, c, o.Addr(), obj, &m, B, sidecarBlockSize)
+		if _, err := c.Read(ctx, o.Addr(), obj, B+sidecarBlockSize, make([]byte, 1)); codeOf(err) != api.CodeCorrupt {
+			t.Fatalf("read of the next piece: %v, want corrupt", err)
 		}
 	})
 
@@ -132,7 +187,7 @@ func TestInlineChecksums(t *testing.T) {
 		}
 		// Rewrite it the way version 1 stored it: a sidecar, no attribute.
 		path := objectPath(cfg.DataDir, obj)
-		hdr := crcHeader()
+		hdr := crcHeader(inlineBlockSize) // version 1 sidecars had 64 KiB blocks
 		if err := os.WriteFile(path+".crc", append(hdr[:], inlineSlots(t, path)...), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -146,9 +201,18 @@ func TestInlineChecksums(t *testing.T) {
 			t.Fatal(err)
 		}
 		m.write(5, w)
+		// It grows past what an attribute holds with its 64 KiB blocks.
+		w = pattern(14, B+3)
+		if err := c.Write(ctx, o.Addr(), obj, inlineBlocks*B-5, w, true); err != nil {
+			t.Fatal(err)
+		}
+		m.write(inlineBlocks*B-5, w)
 		checkRead(t, ctx, c, o.Addr(), obj, &m, 0, len(m.b))
 		if !hasSidecar(t, path) {
 			t.Fatal("a version-1 object lost its sidecar")
+		}
+		if bs := sidecarBlocks(t, path); bs != inlineBlockSize {
+			t.Fatalf("a version-1 sidecar now has %d-byte blocks, want %d", bs, inlineBlockSize)
 		}
 	})
 
@@ -170,7 +234,7 @@ func TestInlineChecksums(t *testing.T) {
 	})
 
 	t.Run("destroy removes every file", func(t *testing.T) {
-		objs := []uint64{0x501, 0x502, 0x503, 0x504, 0x505, 0x506}
+		objs := []uint64{0x501, 0x502, 0x503, 0x504, 0x505, 0x506, 0x507}
 		if n, err := c.Destroy(ctx, o.Addr(), objs); n != len(objs) || err != nil {
 			t.Fatalf("destroy: %d, %v", n, err)
 		}

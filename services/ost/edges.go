@@ -32,7 +32,7 @@ import (
 // the file system holds no data (SEEK_DATA), is zeros: a write into it
 // reads nothing back either. Records of two writers reach the OST out of
 // order, tens of MiB behind the end (one mount's write-behind runs ahead
-// of the other's), into blocks never remembered; a 64 KiB read there also
+// of the other's), into blocks never remembered; a block read there also
 // had ext4 read ahead (zeroing pages) through the holes beyond.
 //
 // What is remembered must still be true when it is used:
@@ -58,9 +58,11 @@ type edgeBlock struct {
 	runs  int
 }
 
-// holeBlock is a block of zeros with a hole for a slot: one past the end,
-// or one whose slot is a hole.
-var holeBlock = edgeBlock{crc: zeroBlockCRC, zeros: [maxZeroRuns][2]int32{{0, BlockSize}}, runs: 1}
+// holeBlock is a block of bs bytes of zeros with a hole for a slot: one
+// past the end, or one whose slot is a hole.
+func holeBlock(bs int64) edgeBlock {
+	return edgeBlock{crc: zeroBlockCRC(bs), zeros: [maxZeroRuns][2]int32{{0, int32(bs)}}, runs: 1}
+}
 
 // covers reports whether [lo, hi) lies inside one known zero range.
 func (e *edgeBlock) covers(lo, hi int32) bool {
@@ -120,16 +122,16 @@ func (m *edgeMemory) current(st *unix.Stat_t) {
 	}
 }
 
-// lookup returns what is known of block b of f when [lo, hi) of it is
-// known to hold zeros: the block remembered, if its slot still holds the
-// checksum remembered; else, if the slot is a hole and the file system
-// holds no data there (never written since the object was created or the
-// block punched), a block of zeros.
-func (m *edgeMemory) lookup(b int64, lo, hi int32, slot []byte, f *os.File) (edgeBlock, bool) {
+// lookup returns what is known of block b (of bs bytes) of f when [lo, hi)
+// of it is known to hold zeros: the block remembered, if its slot still
+// holds the checksum remembered; else, if the slot is a hole and the file
+// system holds no data there (never written since the object was created
+// or the block punched), a block of zeros.
+func (m *edgeMemory) lookup(b, bs int64, lo, hi int32, slot []byte, f *os.File) (edgeBlock, bool) {
 	e, ok := m.blocks[b]
 	if !ok {
 		_, state := getSlot(slot)
-		return holeBlock, state == slotHole && holeOnDisk(f, b*BlockSize)
+		return holeBlock(bs), state == slotHole && holeOnDisk(f, b*bs, bs)
 	}
 	if !e.covers(lo, hi) {
 		return e, false
@@ -141,16 +143,16 @@ func (m *edgeMemory) lookup(b int64, lo, hi int32, slot []byte, f *os.File) (edg
 }
 
 // holeOnDisk reports whether the file system holds no data in the block
-// at off of f (SEEK_DATA finds none before its end): its bytes are zeros,
-// by the file system's word, without reading them. A damaged hole (bytes
-// written behind the OST's back) holds data and is read and verified. A
-// file system without SEEK_DATA reports data everywhere.
-func holeOnDisk(f *os.File, off int64) bool {
+// of bs bytes at off of f (SEEK_DATA finds none before its end): its bytes
+// are zeros, by the file system's word, without reading them. A damaged
+// hole (bytes written behind the OST's back) holds data and is read and
+// verified. A file system without SEEK_DATA reports data everywhere.
+func holeOnDisk(f *os.File, off, bs int64) bool {
 	next, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
 	if err != nil {
 		return errors.Is(err, unix.ENXIO) // no data from off to the end
 	}
-	return next >= off+BlockSize
+	return next >= off+bs
 }
 
 // forgetAll drops every block.
@@ -193,6 +195,38 @@ func (m *edgeMemory) remember(b int64, e edgeBlock) {
 	m.blocks[b] = e
 }
 
+// split renumbers what is remembered of blocks of from bytes as blocks of
+// to bytes (from a multiple of to), whose slots are now slots (from block
+// 0; see splitSlots): each piece holding part of a block's known zeros is
+// remembered with those zeros and its own checksum. The bytes did not
+// change, so what was known of them still holds.
+func (m *edgeMemory) split(from, to int64, slots []byte) {
+	old := m.blocks
+	m.blocks = nil
+	pieces := from / to
+	for b, e := range old {
+		for i := range pieces {
+			piece := b*pieces + i
+			if (piece+1)*slotSize > int64(len(slots)) {
+				break // past the end: a write there knows it holds zeros
+			}
+			crc, state := getSlot(slots[piece*slotSize:])
+			if state != slotValid {
+				continue
+			}
+			p := edgeBlock{crc: crc}
+			lo, hi := int32(i*to), int32((i+1)*to)
+			for _, z := range e.zeros[:e.runs] {
+				if zlo, zhi := max(z[0], lo), min(z[1], hi); zlo < zhi {
+					p.zeros[p.runs] = [2]int32{zlo - lo, zhi - lo}
+					p.runs++
+				}
+			}
+			m.remember(piece, p)
+		}
+	}
+}
+
 // remembered records the data file's ctime after a write.
 func (m *edgeMemory) remembered(f *os.File) {
 	if len(m.blocks) == 0 {
@@ -206,17 +240,25 @@ func (m *edgeMemory) remembered(f *os.File) {
 	m.ctime = st.Ctim
 }
 
-// zeroBlockCRC is the checksum of a block of zeros.
-var zeroBlockCRC = blockCRC(nil)
+// zeroCRCs are the checksums of blocks of zeros of either size.
+var zeroCRCs = [2]uint32{blockCRC(nil, sidecarBlockSize), blockCRC(nil, inlineBlockSize)}
 
-// patchCRC returns the checksum of a block whose checksum was crc after
-// the zeros at [lo, lo+len(p)) became p. CRC32C is linear over XOR:
+// zeroBlockCRC is the checksum of a block of bs bytes of zeros.
+func zeroBlockCRC(bs int64) uint32 {
+	if bs == sidecarBlockSize {
+		return zeroCRCs[0]
+	}
+	return zeroCRCs[1]
+}
+
+// patchCRC returns the checksum of a block of bs bytes whose checksum was
+// crc after the zeros at [lo, lo+len(p)) became p. CRC32C is linear over XOR:
 // crc(a ^ b) = crc(a) ^ crc(b) ^ crc(zeros) for messages of one length,
 // so the change is the register-only CRC (no pre- or post-inversion) of
 // p followed by the zeros up to the end of the block; zeros before p leave
 // that register at zero.
-func patchCRC(crc uint32, lo int, p []byte) uint32 {
+func patchCRC(crc uint32, bs int64, lo int, p []byte) uint32 {
 	c := crc32.Update(0xFFFFFFFF, castagnoli, p) // register 0, then p
-	c = crc32.Update(c, castagnoli, zeroBlock[:BlockSize-lo-len(p)])
+	c = crc32.Update(c, castagnoli, zeroBlock[:int(bs)-lo-len(p)])
 	return crc ^ ^c
 }

@@ -11,41 +11,43 @@ import (
 )
 
 // TestPatchCRC: patching a block's checksum for zeros that became p gives
-// the checksum of the merged block, wherever p lands.
+// the checksum of the merged block, wherever p lands, for either block size.
 func TestPatchCRC(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	cases := [][2]int{{0, 0}, {0, 1}, {0, BlockSize}, {BlockSize - 1, 1}, {100, 47008}, {BlockSize / 2, BlockSize / 2}}
-	for range 200 {
-		lo := rng.IntN(BlockSize)
-		cases = append(cases, [2]int{lo, rng.IntN(BlockSize - lo + 1)})
-	}
-	for _, c := range cases {
-		lo, n := c[0], c[1]
-		block := make([]byte, BlockSize)
-		for i := range block {
-			if i < lo || i >= lo+n {
-				block[i] = byte(rng.Uint32())
+	for _, bs := range []int{sidecarBlockSize, inlineBlockSize} {
+		cases := [][2]int{{0, 0}, {0, 1}, {0, bs}, {bs - 1, 1}, {100, min(47008, bs-100)}, {bs / 2, bs / 2}}
+		for range 200 {
+			lo := rng.IntN(bs)
+			cases = append(cases, [2]int{lo, rng.IntN(bs - lo + 1)})
+		}
+		for _, c := range cases {
+			lo, n := c[0], c[1]
+			block := make([]byte, bs)
+			for i := range block {
+				if i < lo || i >= lo+n {
+					block[i] = byte(rng.Uint32())
+				}
+			}
+			before := blockCRC(block, int64(bs))
+			p := pattern(lo, n)
+			copy(block[lo:], p)
+			if got, want := patchCRC(before, int64(bs), lo, p), blockCRC(block, int64(bs)); got != want {
+				t.Fatalf("%d-byte block: patch of %d bytes at %d: %08x, want %08x", bs, n, lo, got, want)
 			}
 		}
-		before := blockCRC(block)
-		p := pattern(lo, n)
-		copy(block[lo:], p)
-		if got, want := patchCRC(before, lo, p), blockCRC(block); got != want {
-			t.Fatalf("patch of %d bytes at %d: %08x, want %08x", n, lo, got, want)
+		if zeroBlockCRC(int64(bs)) != blockCRC(make([]byte, bs), int64(bs)) {
+			t.Fatalf("zeroBlockCRC(%d) is not the checksum of a block of zeros", bs)
 		}
-	}
-	if zeroBlockCRC != blockCRC(make([]byte, BlockSize)) {
-		t.Fatal("zeroBlockCRC is not the checksum of a block of zeros")
 	}
 }
 
 // TestEdgeBlockZeros: writes split the known zero ranges, and only a write
 // wholly inside one is covered.
 func TestEdgeBlockZeros(t *testing.T) {
-	e := edgeBlock{zeros: [maxZeroRuns][2]int32{{0, BlockSize}}, runs: 1}
+	e := edgeBlock{zeros: [maxZeroRuns][2]int32{{0, inlineBlockSize}}, runs: 1}
 	e.written(1000, 2000)
 	e.written(5000, 6000)
-	want := [][2]int32{{0, 1000}, {2000, 5000}, {6000, BlockSize}}
+	want := [][2]int32{{0, 1000}, {2000, 5000}, {6000, inlineBlockSize}}
 	if e.runs != len(want) {
 		t.Fatalf("%d ranges, want %v", e.runs, want)
 	}
@@ -58,8 +60,8 @@ func TestEdgeBlockZeros(t *testing.T) {
 		lo, hi int32
 		want   bool
 	}{
-		{0, 1000, true}, {2000, 5000, true}, {2500, 2600, true}, {6000, BlockSize, true},
-		{999, 1001, false}, {1500, 1600, false}, {4000, 6000, false}, {0, BlockSize, false},
+		{0, 1000, true}, {2000, 5000, true}, {2500, 2600, true}, {6000, inlineBlockSize, true},
+		{999, 1001, false}, {1500, 1600, false}, {4000, 6000, false}, {0, inlineBlockSize, false},
 	} {
 		if got := e.covers(c.lo, c.hi); got != c.want {
 			t.Errorf("covers(%d, %d) = %v, want %v", c.lo, c.hi, got, c.want)
@@ -72,7 +74,7 @@ func TestEdgeBlockZeros(t *testing.T) {
 	if e.runs != maxZeroRuns {
 		t.Fatalf("%d ranges kept, want %d", e.runs, maxZeroRuns)
 	}
-	if !e.covers(17100, BlockSize) || !e.covers(2000, 5000) {
+	if !e.covers(17100, inlineBlockSize) || !e.covers(2000, 5000) {
 		t.Fatalf("largest ranges forgotten: %v", e.zeros[:e.runs])
 	}
 	if e.covers(1000, 1001) || e.covers(10005, 10006) {
@@ -85,14 +87,14 @@ func TestEdgeBlockZeros(t *testing.T) {
 	var slot [slotSize]byte
 	putSlot(slot[:], 0x1234)
 	// (A remembered block never looks at the data file: none is given.)
-	if _, ok := m.lookup(3, 120, 180, slot[:], nil); !ok {
+	if _, ok := m.lookup(3, sidecarBlockSize, 120, 180, slot[:], nil); !ok {
 		t.Fatal("remembered block not found")
 	}
 	putSlot(slot[:], 0x1235)
-	if _, ok := m.lookup(3, 120, 180, slot[:], nil); ok {
+	if _, ok := m.lookup(3, sidecarBlockSize, 120, 180, slot[:], nil); ok {
 		t.Fatal("block used though its slot holds another checksum")
 	}
-	if _, ok := m.lookup(3, 120, 180, make([]byte, slotSize), nil); ok {
+	if _, ok := m.lookup(3, sidecarBlockSize, 120, 180, make([]byte, slotSize), nil); ok {
 		t.Fatal("block used though its slot is a hole")
 	}
 }
@@ -117,7 +119,7 @@ func TestStridedRecordsPatched(t *testing.T) {
 	}
 	verify := func(obj uint64, m *model) {
 		t.Helper()
-		res, err := st.read(ctx, obj, 0, len(m.b), nil)
+		res, err := st.read(ctx, obj, 0, len(m.b), nil, false)
 		if err != nil {
 			t.Fatalf("read back: %v", err)
 		}
@@ -245,7 +247,7 @@ func TestPatchedBlockChangedBehind(t *testing.T) {
 	if api.CodeOf(err) != api.CodeCorrupt {
 		t.Fatalf("write into a block damaged on disk: %v, want corrupt", err)
 	}
-	if _, err := st.read(ctx, obj, 0, 10, nil); api.CodeOf(err) != api.CodeCorrupt {
+	if _, err := st.read(ctx, obj, 0, 10, nil, false); api.CodeOf(err) != api.CodeCorrupt {
 		t.Fatalf("read of the damaged block: %v, want corrupt", err)
 	}
 }

@@ -29,7 +29,7 @@ func FuzzStore(f *testing.F) {
 		defer st.destroy(ctx, obj)
 		var m model
 		check := func(step int, off int64, n int) {
-			res, err := st.read(ctx, obj, off, n, nil)
+			res, err := st.read(ctx, obj, off, n, nil, false)
 			if err != nil {
 				t.Fatalf("step %d: read %d@%d: %v", step, n, off, err)
 			}

@@ -22,7 +22,7 @@ func TestServeOSTInProcess(t *testing.T) {
 	local.Local = osts
 	ctx := t.Context()
 	addr := o.Addr()
-	const B = BlockSize
+	const B = inlineBlockSize
 
 	// Writes through one are read through the other.
 	const obj = 0x701
@@ -60,6 +60,31 @@ func TestServeOSTInProcess(t *testing.T) {
 		t.Fatal("a read of whole blocks was not read into the caller's buffer")
 	}
 	done()
+	// In a large object (a sidecar's 4 KiB blocks) a 4 KiB read is one
+	// block: it lands in the caller's buffer too; in a small one (the
+	// attribute's 64 KiB blocks) it is lent.
+	const big = 0x703
+	var mb model
+	db := pattern(3, (inlineBlocks+1)*B)
+	if err := local.Write(ctx, addr, big, 0, db, false); err != nil {
+		t.Fatal(err)
+	}
+	mb.write(0, db)
+	for _, c := range []struct {
+		obj     uint64
+		m       *model
+		inPlace bool
+	}{{big, &mb, true}, {obj, &m, false}} {
+		dest := make([]byte, sidecarBlockSize)
+		data, done, err := local.ReadShared(ctx, addr, c.obj, 3*sidecarBlockSize, dest)
+		if err != nil || !bytes.Equal(data, c.m.read(3*sidecarBlockSize, sidecarBlockSize)) {
+			t.Fatalf("4 KiB read of object %x: %d bytes, %v", c.obj, len(data), err)
+		}
+		if got := &data[0] == &dest[0]; got != c.inPlace {
+			t.Errorf("4 KiB read of object %x in the caller's buffer: %v, want %v", c.obj, got, c.inPlace)
+		}
+		done()
+	}
 
 	// Sizes, punches, allocations, syncs and statfs agree.
 	if err := local.Punch(ctx, addr, obj, B+10); err != nil {
@@ -118,7 +143,7 @@ func TestServeOSTInProcess(t *testing.T) {
 	}
 
 	// Destroys count what they removed.
-	if n, err := local.Destroy(ctx, addr, []uint64{obj, 0x702}); n != 2 || err != nil {
+	if n, err := local.Destroy(ctx, addr, []uint64{obj, 0x702, big}); n != 3 || err != nil {
 		t.Fatalf("destroy: %d, %v", n, err)
 	}
 	if size, err := remote.Stat(ctx, addr, obj); size != 0 || err != nil {

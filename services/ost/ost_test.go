@@ -33,10 +33,10 @@ type op struct {
 	sync bool
 }
 
-func w(off int64, n int) op  { return op{kind: "write", off: off, n: n} }
-func ws(off int64, n int) op { return op{kind: "write", off: off, n: n, sync: true} }
-func p(size int64) op        { return op{kind: "punch", off: size} }
-func r(off int64, n int) op  { return op{kind: "read", off: off, n: n} }
+func w(off, n int64) op  { return op{kind: "write", off: off, n: int(n)} }
+func ws(off, n int64) op { return op{kind: "write", off: off, n: int(n), sync: true} }
+func p(size int64) op    { return op{kind: "punch", off: size} }
+func r(off, n int64) op  { return op{kind: "read", off: off, n: int(n)} }
 
 // model is what an object should contain.
 type model struct{ b []byte }
@@ -95,14 +95,12 @@ func firstDiff(a, b []byte) int {
 	return -1
 }
 
-func TestReadWrite(t *testing.T) {
-	cli := startEtcd(t)
-	o := startOST(t, cli, testConfig(t, "rw"), nil)
-	c := newClient(t)
-	ctx := t.Context()
-	const B = BlockSize
-
-	cases := []struct {
+// readWriteCases are TestReadWrite's shapes for blocks of B bytes.
+func readWriteCases(B int64) []struct {
+	name string
+	ops  []op
+} {
+	return []struct {
 		name string
 		ops  []op
 	}{
@@ -126,35 +124,57 @@ func TestReadWrite(t *testing.T) {
 		{"one MiB unaligned", []op{w(12345, 1<<20), r(0, 2<<20), r(12345, 1<<20)}},
 		{"largest frame", []op{w(7, api.MaxFramePayload), r(0, api.MaxFramePayload)}},
 	}
-	for i, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			obj := uint64(0x1000 + i)
-			var m model
-			for j, step := range tc.ops {
-				switch step.kind {
-				case "write":
-					d := pattern(i*100+j, step.n)
-					if err := c.Write(ctx, o.Addr(), obj, step.off, d, step.sync); err != nil {
-						t.Fatalf("step %d: write %d@%d: %v", j, step.n, step.off, err)
+}
+
+func TestReadWrite(t *testing.T) {
+	cli := startEtcd(t)
+	o := startOST(t, cli, testConfig(t, "rw"), nil)
+	c := newClient(t)
+	ctx := t.Context()
+	// Each shape at both checksum granularities: 64 KiB blocks (a small
+	// object's attribute, a large one moving to a sidecar part-way), and
+	// 4 KiB blocks (sidecars only, as on a file system without user
+	// attributes), B being the block.
+	for gi, g := range []struct {
+		name     string
+		B        int64
+		sidecars bool
+	}{{"64 KiB blocks", inlineBlockSize, false}, {"4 KiB blocks", sidecarBlockSize, true}} {
+		t.Run(g.name, func(t *testing.T) {
+			o.store.noXattr.Store(g.sidecars)
+			defer o.store.noXattr.Store(false)
+			for i, tc := range readWriteCases(g.B) {
+				t.Run(tc.name, func(t *testing.T) {
+					obj := uint64(0x1000 + gi*0x100 + i)
+					var m model
+					for j, step := range tc.ops {
+						switch step.kind {
+						case "write":
+							d := pattern(i*100+j, step.n)
+							if err := c.Write(ctx, o.Addr(), obj, step.off, d, step.sync); err != nil {
+								t.Fatalf("step %d: write %d@%d: %v", j, step.n, step.off, err)
+							}
+							m.write(step.off, d)
+						case "punch":
+							if err := c.Punch(ctx, o.Addr(), obj, step.off); err != nil {
+								t.Fatalf("step %d: punch %d: %v", j, step.off, err)
+							}
+							m.punch(step.off)
+						case "read":
+							checkRead(t, ctx, c, o.Addr(), obj, &m, step.off, step.n)
+						}
+						size, err := c.Stat(ctx, o.Addr(), obj)
+						if err != nil || size != int64(len(m.b)) {
+							t.Fatalf("step %d: size %d, %v; want %d", j, size, err, len(m.b))
+						}
 					}
-					m.write(step.off, d)
-				case "punch":
-					if err := c.Punch(ctx, o.Addr(), obj, step.off); err != nil {
-						t.Fatalf("step %d: punch %d: %v", j, step.off, err)
+					if len(m.b) <= 16<<20 {
+						for off := 0; off <= len(m.b); off += 4 << 20 {
+							checkRead(t, ctx, c, o.Addr(), obj, &m, int64(off), 4<<20+1)
+						}
 					}
-					m.punch(step.off)
-				case "read":
-					checkRead(t, ctx, c, o.Addr(), obj, &m, step.off, step.n)
-				}
-				size, err := c.Stat(ctx, o.Addr(), obj)
-				if err != nil || size != int64(len(m.b)) {
-					t.Fatalf("step %d: size %d, %v; want %d", j, size, err, len(m.b))
-				}
-			}
-			if len(m.b) <= 16<<20 {
-				for off := 0; off <= len(m.b); off += 4 << 20 {
-					checkRead(t, ctx, c, o.Addr(), obj, &m, int64(off), 4<<20+1)
-				}
+
+				})
 			}
 		})
 	}
@@ -167,9 +187,9 @@ func TestReadWrite(t *testing.T) {
 		if size, err := c.Stat(ctx, o.Addr(), obj); size != off+6 || err != nil {
 			t.Fatalf("size %d, %v", size, err)
 		}
-		buf := make([]byte, 2*BlockSize)
-		n, err := c.Read(ctx, o.Addr(), obj, off-BlockSize, buf)
-		want := append(make([]byte, BlockSize+3), "far"...)
+		buf := make([]byte, 2*inlineBlockSize)
+		n, err := c.Read(ctx, o.Addr(), obj, off-inlineBlockSize, buf)
+		want := append(make([]byte, inlineBlockSize+3), "far"...)
 		if err != nil || !bytes.Equal(buf[:n], want) {
 			t.Fatalf("read %d bytes, %v", n, err)
 		}
@@ -201,7 +221,7 @@ func TestReadWrite(t *testing.T) {
 		if before.Index != o.Index() || before.Total == 0 || before.Avail > before.Total {
 			t.Fatalf("statfs %+v", before)
 		}
-		if err := c.Write(ctx, o.Addr(), obj, 0, pattern(1, 3*BlockSize), false); err != nil {
+		if err := c.Write(ctx, o.Addr(), obj, 0, pattern(1, 3*inlineBlockSize), false); err != nil {
 			t.Fatal(err)
 		}
 		mid, _ := c.Statfs(ctx, o.Addr())
@@ -219,12 +239,12 @@ func TestReadWrite(t *testing.T) {
 			t.Errorf("stat after destroy: %d, %v", size, err)
 		}
 		// A re-created object starts empty, with no stale checksums.
-		if err := c.Write(ctx, o.Addr(), obj, 2*BlockSize, []byte("x"), false); err != nil {
+		if err := c.Write(ctx, o.Addr(), obj, 2*inlineBlockSize, []byte("x"), false); err != nil {
 			t.Fatal(err)
 		}
 		var m model
-		m.write(2*BlockSize, []byte("x"))
-		checkRead(t, ctx, c, o.Addr(), obj, &m, 0, 4*BlockSize)
+		m.write(2*inlineBlockSize, []byte("x"))
+		checkRead(t, ctx, c, o.Addr(), obj, &m, 0, 4*inlineBlockSize)
 		// A small object is one file: its checksums are an attribute.
 		path := filepath.Join(o.cfg.DataDir, "objects", "57", hexObj(obj))
 		slots := inlineSlots(t, path)
@@ -251,7 +271,7 @@ func TestReadWrite(t *testing.T) {
 		// one request's worth, which the client splits.
 		objs := []uint64{0xd1, 0xd2, 0xd3}
 		for _, obj := range []uint64{0xd1, 0xd3} {
-			if err := c.Write(ctx, o.Addr(), obj, 0, pattern(int(obj), BlockSize+7), false); err != nil {
+			if err := c.Write(ctx, o.Addr(), obj, 0, pattern(int(obj), inlineBlockSize+7), false); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -332,7 +352,7 @@ func TestCorruption(t *testing.T) {
 	c := newClient(t)
 	ctx := t.Context()
 	addr := o.Addr()
-	const B = BlockSize
+	const B = inlineBlockSize
 
 	// Object 1: four written blocks, a bit flipped in block 1.
 	const obj = 0x77
@@ -649,7 +669,7 @@ func TestNoSpace(t *testing.T) {
 	}
 	// The refused write changed nothing: everything acknowledged reads
 	// back, with valid checksums, and the size is unchanged.
-	checkRead(t, ctx, c, addr, obj, &m, 0, len(m.b)+BlockSize)
+	checkRead(t, ctx, c, addr, obj, &m, 0, len(m.b)+inlineBlockSize)
 	if size, _ := c.Stat(ctx, addr, obj); size != int64(len(m.b)) {
 		t.Fatalf("size %d after a refused write, want %d", size, len(m.b))
 	}
@@ -759,7 +779,7 @@ func TestSharedReads(t *testing.T) {
 	info, _ := registered(t, cli, cfg.FSName, o.Index())
 	ctx := t.Context()
 	addr := o.Addr()
-	const B = BlockSize
+	const B = inlineBlockSize
 	const obj = 0x91
 	var m model
 	plain := newClient(t)
@@ -1054,7 +1074,7 @@ func TestRestart(t *testing.T) {
 	models[2].punch(70000)
 	// Objects whose checksums get damaged while the OST is down: two
 	// large ones (sidecars), two small ones (inline).
-	large := (inlineBlocks + 1) * BlockSize
+	large := (inlineBlocks + 1) * inlineBlockSize
 	damaged := []uint64{0x400, 0x401, 0x402, 0x403}
 	for i, obj := range damaged {
 		n := 1000

@@ -48,7 +48,7 @@ func TestFilePool(t *testing.T) {
 	c := newClient(t)
 	ctx := t.Context()
 	top := t
-	const B = BlockSize
+	const B = inlineBlockSize
 
 	t.Run("a destroyed object's file serves the next new object, emptied", func(t *testing.T) {
 		const old, fresh = 0x601, 0x602

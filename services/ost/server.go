@@ -1,5 +1,5 @@
 // Package ost is the object storage target: it keeps stripe objects on
-// local disk with a CRC32C per 64 KiB block, verified on every read, serves
+// local disk with a CRC32C per 4 KiB block, verified on every read, serves
 // them over the TCP data path of api/ostwire.go, and registers itself in
 // etcd under a lease.
 package ost
@@ -348,7 +348,7 @@ func (s *Server) handle(ctx context.Context, c net.Conn, br *bufio.Reader, h api
 			}
 		}
 		var res readResult
-		res, err = s.store.read(ctx, h.Object, int64(h.Offset), int(h.Length), into)
+		res, err = s.store.read(ctx, h.Object, int64(h.Offset), int(h.Length), into, into != nil)
 		if err == nil && into != nil {
 			value = uint64(res.size)
 			payload = api.EncodeSharedPlace(api.SharedPlace{Start: uint32(res.start), Len: uint32(len(res.payload))})
@@ -506,11 +506,7 @@ func (s *Server) readLocal(ctx context.Context, h api.ReqHeader, dest []byte) ([
 		return nil, nil, 0, err
 	}
 	defer s.endLocal()
-	var into []byte
-	if h.Offset%BlockSize == 0 && h.Length%BlockSize == 0 && len(dest) >= int(h.Length) {
-		into = dest[:h.Length]
-	}
-	res, err := s.store.read(ctx, h.Object, int64(h.Offset), int(h.Length), into)
+	res, err := s.store.read(ctx, h.Object, int64(h.Offset), int(h.Length), dest[:min(len(dest), int(h.Length))], false)
 	if err != nil {
 		s.logFailure(h, err)
 		return nil, nil, 0, err

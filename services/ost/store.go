@@ -385,42 +385,35 @@ func (s *store) markDirty(obj uint64) {
 // A missing sidecar of an object holding data is recreated empty, so every
 // block holding data reads as corrupt rather than unchecked; fresh says
 // the object is new or empty, so a missing sidecar is expected.
-func (s *store) openCRC(obj uint64, path string, fresh bool) (*os.File, error) {
+func (s *store) openCRC(obj uint64, path string, fresh bool) (*sidecar, error) {
 	f, err := openFile(path, unix.O_RDWR|unix.O_CREAT, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open checksums of object %016x: %w", obj, err)
 	}
 	var hdr [crcHeaderSize]byte
 	n, err := f.ReadAt(hdr[:], 0)
-	switch {
-	case n == 0 && (err == nil || errors.Is(err, io.EOF)):
+	if n == 0 && (err == nil || errors.Is(err, io.EOF)) {
 		if !fresh {
 			s.log.Error("checksum file missing or empty; blocks holding data will read as corrupt", "object", fmt.Sprintf("%016x", obj))
 		}
-		if err := writeCRCHeader(f, obj); err != nil {
+		c := &sidecar{obj: obj, f: f, bs: sidecarBlockSize}
+		if err := c.writeHeader(); err != nil {
 			f.Close()
 			return nil, err
 		}
-		return f, nil
-	case n == crcHeaderSize && checkCRCHeader(hdr[:]):
-		return f, nil
-	case err != nil && !errors.Is(err, io.EOF):
-		f.Close()
+		return c, nil
+	}
+	if n == crcHeaderSize {
+		if bs, ok := parseCRCHeader(hdr[:]); ok {
+			return &sidecar{obj: obj, f: f, bs: bs}, nil
+		}
+	}
+	f.Close()
+	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("read checksum header of object %016x: %w", obj, err)
-	default:
-		f.Close()
-		s.log.Error("checksum file has a bad header", "object", fmt.Sprintf("%016x", obj), "path", path)
-		return nil, api.Errorf(api.CodeCorrupt, "object %016x: checksum file has a bad header", obj)
 	}
-}
-
-// writeCRCHeader starts an empty sidecar.
-func writeCRCHeader(f *os.File, obj uint64) error {
-	h := crcHeader()
-	if _, err := f.WriteAt(h[:], 0); err != nil {
-		return fmt.Errorf("write checksum header of object %016x: %w", obj, err)
-	}
-	return nil
+	s.log.Error("checksum file has a bad header", "object", fmt.Sprintf("%016x", obj), "path", path)
+	return nil, api.Errorf(api.CodeCorrupt, "object %016x: checksum file has a bad header", obj)
 }
 
 func fileSize(f *os.File) (int64, error) {
@@ -437,38 +430,43 @@ func fileStat(f *os.File) (unix.Stat_t, error) {
 }
 
 // corrupt logs a failed block and returns the wire error.
-func (s *store) corrupt(obj uint64, block int64, m *blockMismatch) error {
+func (s *store) corrupt(obj uint64, block, bs int64, m *blockMismatch) error {
 	attrs := []any{
 		"object", fmt.Sprintf("%016x", obj),
 		"block", block,
-		"offset", block * BlockSize,
+		"block_size", bs,
+		"offset", block * bs,
 		"actual", fmt.Sprintf("%08x", m.actual),
 	}
 	switch m.state {
 	case slotHole:
 		attrs = append(attrs, "expected", "hole (all zeros)")
+	case slotDamaged:
+		attrs = append(attrs, "expected", "none: found damaged before, when its checksums were split")
 	case slotBad:
 		attrs = append(attrs, "expected", "none: checksum slot damaged", "slot_crc", fmt.Sprintf("%08x", m.expected))
 	default:
 		attrs = append(attrs, "expected", fmt.Sprintf("%08x", m.expected))
 	}
 	s.log.Error("checksum mismatch", attrs...)
-	return api.Errorf(api.CodeCorrupt, "object %016x block %d (offset %d): checksum mismatch", obj, block, block*BlockSize)
+	return api.Errorf(api.CodeCorrupt, "object %016x block %d (offset %d): checksum mismatch", obj, block, block*bs)
 }
 
 // readBlock reads block b of an object of the given size into buf (which is
-// zeroed past the object's end) and verifies it against slot.
+// zeroed past the object's end, up to the block size) and verifies it
+// against slot.
 func (s *store) readBlock(h *handle, b, size int64, buf, slot []byte) error {
-	start := b * BlockSize
-	n := int(min(BlockSize, max(size-start, 0)))
+	bs := h.sums.blockSize()
+	start := b * bs
+	n := min(bs, max(size-start, 0))
 	if n > 0 {
 		if _, err := h.data.ReadAt(buf[:n], start); err != nil {
 			return fmt.Errorf("read object %016x block %d: %w", h.obj, b, err)
 		}
 	}
-	clear(buf[n:BlockSize])
-	if m := verifyBlock(buf[:n], slot); m != nil {
-		return s.corrupt(h.obj, b, m)
+	clear(buf[n:bs])
+	if m := verifyBlock(buf[:n], slot, bs); m != nil {
+		return s.corrupt(h.obj, b, bs, m)
 	}
 	return nil
 }
@@ -536,7 +534,14 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 	}
 	h.edges.current(&st)
 	end := off + int64(len(p))
-	first, last := off/BlockSize, (end-1)/BlockSize
+	// A slot the attribute cannot hold moves them all to a sidecar first.
+	if _, ok := h.sums.(*inline); ok && end > inlineBlocks*inlineBlockSize {
+		if err := s.promote(h, size); err != nil {
+			return 0, err
+		}
+	}
+	bs := h.sums.blockSize()
+	first, last := off/bs, (end-1)/bs
 	nb := last - first + 1
 
 	slotsBuf := iobuf.Get(int(nb) * slotSize)
@@ -569,51 +574,44 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 		if i == 1 && last == first {
 			break
 		}
-		bStart := b * BlockSize
-		if off <= bStart && end >= bStart+BlockSize {
+		bStart := b * bs
+		if off <= bStart && end >= bStart+bs {
 			continue // fully covered
 		}
-		lo, hi := max(off, bStart)-bStart, min(end, bStart+BlockSize)-bStart
+		lo, hi := max(off, bStart)-bStart, min(end, bStart+bs)-bStart
 		part := p[bStart+lo-off : bStart+hi-off]
 		e := &edges[i]
-		known, ok := holeBlock, true // past the end: zeros until now
+		known, ok := holeBlock(bs), true // past the end: zeros until now
 		if bStart < size {
 			if err := h.sums.read(b, oldSlot[:]); err != nil {
 				return 0, err
 			}
-			known, ok = h.edges.lookup(b, int32(lo), int32(hi), oldSlot[:], h.data)
+			known, ok = h.edges.lookup(b, bs, int32(lo), int32(hi), oldSlot[:], h.data)
 		}
 		if ok {
 			*e = known
-			e.crc = patchCRC(known.crc, int(lo), part)
+			e.crc = patchCRC(known.crc, bs, int(lo), part)
 		} else {
 			s.edgeReads.Add(1)
-			eb := iobuf.Get(BlockSize)
+			eb := iobuf.Get(int(bs))
 			edgeBufs[i] = eb
-			buf := *eb
+			buf := (*eb)[:bs]
 			if err := s.readBlock(h, b, size, buf, oldSlot[:]); err != nil {
 				return 0, err
 			}
 			copy(buf[lo:hi], part)
-			*e = edgeBlock{crc: blockCRC(buf)}
-			if tail := size - bStart; tail < BlockSize {
-				e.zeros[0], e.runs = [2]int32{int32(tail), BlockSize}, 1
+			*e = edgeBlock{crc: blockCRC(buf, bs)}
+			if tail := size - bStart; tail < bs {
+				e.zeros[0], e.runs = [2]int32{int32(tail), int32(bs)}, 1
 			}
 		}
 		e.written(int32(lo), int32(hi))
 		putSlot(slots[(b-first)*slotSize:], e.crc)
 	}
 	for b := first; b <= last; b++ {
-		bStart := b * BlockSize
-		if off <= bStart && end >= bStart+BlockSize {
-			putSlot(slots[(b-first)*slotSize:], blockCRC(p[bStart-off:bStart-off+BlockSize]))
-		}
-	}
-
-	// A slot the attribute cannot hold moves them all to a sidecar first.
-	if _, ok := h.sums.(*inline); ok && last >= inlineBlocks {
-		if err := s.promote(h, size); err != nil {
-			return 0, err
+		bStart := b * bs
+		if off <= bStart && end >= bStart+bs {
+			putSlot(slots[(b-first)*slotSize:], blockCRC(p[bStart-off:bStart-off+bs], bs))
 		}
 	}
 
@@ -630,10 +628,10 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 			return 0, err
 		}
 	}
-	if first > blocksFor(size) {
+	if first > blocksFor(size, bs) {
 		// Blocks between the old end and this write become holes: drop
 		// any slot a crashed truncation may have left there.
-		if err := h.sums.truncate(blocksFor(size)); err != nil {
+		if err := h.sums.truncate(blocksFor(size, bs)); err != nil {
 			return 0, err
 		}
 	}
@@ -708,11 +706,12 @@ type readResult struct {
 }
 
 // read returns up to length bytes at off of obj, verified. The blocks
-// covering them are read into shared when it is not nil (a connection's
-// shared region, see api.OSTShare), else into a buffer of exactly their
-// size (so that a 1 MiB read takes a 1 MiB buffer). The caller must give
+// covering them are read into into when they fit there, else into a buffer
+// of exactly their size (so that a 1 MiB read takes a 1 MiB buffer) — or,
+// with intoOnly (into is a connection's shared region, see api.OSTShare,
+// where the client looks for them), the read fails. The caller must give
 // res.buf back (iobuf.Put) when it is not nil.
-func (s *store) read(ctx context.Context, obj uint64, off int64, length int, shared []byte) (readResult, error) {
+func (s *store) read(ctx context.Context, obj uint64, off int64, length int, into []byte, intoOnly bool) (readResult, error) {
 	if err := ctx.Err(); err != nil {
 		return readResult{}, err
 	}
@@ -732,19 +731,20 @@ func (s *store) read(ctx context.Context, obj uint64, off int64, length int, sha
 		return readResult{size: size}, nil
 	}
 	end := min(off+int64(length), size)
-	first, last := off/BlockSize, (end-1)/BlockSize
+	bs := h.sums.blockSize()
+	first, last := off/bs, (end-1)/bs
 	nb := last - first + 1
-	rdStart := first * BlockSize
-	rdEnd := min((last+1)*BlockSize, size)
+	rdStart := first * bs
+	rdEnd := min((last+1)*bs, size)
 
 	var bp *[]byte
 	var data []byte
-	if shared != nil {
-		if rdEnd-rdStart > int64(len(shared)) {
-			return readResult{}, api.Errorf(api.CodeInvalid, "a read of %d bytes at %d does not fit the %d-byte shared region", length, off, len(shared))
-		}
-		data = shared[:rdEnd-rdStart]
-	} else {
+	switch {
+	case rdEnd-rdStart <= int64(len(into)):
+		data = into[:rdEnd-rdStart]
+	case intoOnly:
+		return readResult{}, api.Errorf(api.CodeInvalid, "a read of %d bytes at %d does not fit the %d-byte shared region", length, off, len(into))
+	default:
 		bp = iobuf.Get(int(rdEnd - rdStart))
 		data = *bp
 	}
@@ -767,10 +767,10 @@ func (s *store) read(ctx context.Context, obj uint64, off int64, length int, sha
 		return readResult{}, err
 	}
 	for b := first; b <= last; b++ {
-		lo := (b - first) * BlockSize
-		hi := min(lo+BlockSize, int64(len(data)))
-		if m := verifyBlock(data[lo:hi], slots[(b-first)*slotSize:]); m != nil {
-			return readResult{}, s.corrupt(obj, b, m)
+		lo := (b - first) * bs
+		hi := min(lo+bs, int64(len(data)))
+		if m := verifyBlock(data[lo:hi], slots[(b-first)*slotSize:], bs); m != nil {
+			return readResult{}, s.corrupt(obj, b, bs, m)
 		}
 	}
 	ok = true
@@ -803,15 +803,16 @@ func (s *store) punch(ctx context.Context, obj uint64, size int64) error {
 	case size > old:
 		return extend(h, obj, old, size)
 	}
-	b, within := size/BlockSize, size%BlockSize
+	bs := h.sums.blockSize()
+	b, within := size/bs, size%bs
 	var slot [slotSize]byte
 	rewrite := false
 	if within != 0 {
 		// The block holding the new end: verify what is kept, then its
 		// checksum covers the kept bytes and zeros.
-		eb := iobuf.Get(BlockSize)
+		eb := iobuf.Get(int(bs))
 		defer iobuf.Put(eb)
-		buf := *eb
+		buf := (*eb)[:bs]
 		if err := h.sums.read(b, slot[:]); err != nil {
 			return err
 		}
@@ -820,7 +821,7 @@ func (s *store) punch(ctx context.Context, obj uint64, size int64) error {
 		}
 		// A hole stays one: its kept bytes are zeros too.
 		if _, state := getSlot(slot[:]); state != slotHole {
-			putSlot(slot[:], blockCRC(buf[:within]))
+			putSlot(slot[:], blockCRC(buf[:within], bs))
 			rewrite = true
 		}
 	}
@@ -832,7 +833,7 @@ func (s *store) punch(ctx context.Context, obj uint64, size int64) error {
 			return err
 		}
 	}
-	return h.sums.truncate(blocksFor(size))
+	return h.sums.truncate(blocksFor(size, bs))
 }
 
 // allocate reserves disk space for [off, off+n) of obj (fallocate), and
@@ -871,7 +872,7 @@ func (s *store) allocate(ctx context.Context, obj uint64, off, n int64, keepSize
 // end already counted as zeros); new blocks are holes. Any stale slot past
 // the old end is dropped first.
 func extend(h *handle, obj uint64, old, size int64) error {
-	if err := h.sums.truncate(blocksFor(old)); err != nil {
+	if err := h.sums.truncate(blocksFor(old, h.sums.blockSize())); err != nil {
 		return err
 	}
 	if err := h.data.Truncate(size); err != nil {

@@ -44,7 +44,7 @@ func TestEarlyWriteout(t *testing.T) {
 		write(3, int64(i)*256<<10, 256<<10)
 	}
 	for obj, m := range models {
-		res, err := st.read(ctx, obj, 0, len(m.b), nil)
+		res, err := st.read(ctx, obj, 0, len(m.b), nil, false)
 		if err != nil {
 			t.Fatalf("object %d: read back: %v", obj, err)
 		}
