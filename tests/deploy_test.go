@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -99,9 +100,20 @@ func TestSeparateProcesses(t *testing.T) {
 	}
 
 	// An OST that stops answering: EIO after the bounded wait, not a hang.
+	// The file read is one this mount wrote (around the page cache) and
+	// never read, so nothing can answer for the OST.
+	p = filepath.Join(mnt, "unread")
+	setstripe(t, "-c", "2", "-S", "64K", p)
+	mustWrite(t, p, data)
 	l := layoutOf(t, p)
 	frozen := osts[l.Objects[0].OST]
 	frozen.cmd.Process.Signal(syscall.SIGSTOP)
+	// kill(2) returns before every thread has stopped (one on a vCPU the
+	// host has not run yet stops when it runs): until then the OST may
+	// still answer.
+	eventually(t, 10*time.Second, "the OST's threads to stop", func() bool {
+		return allStopped(t, frozen.cmd.Process.Pid)
+	})
 	began := time.Now()
 	f, err := os.Open(p)
 	if err != nil {
@@ -133,6 +145,28 @@ func TestSeparateProcesses(t *testing.T) {
 	if out, err := stria(t, "df", mnt); err != nil || !strings.Contains(out, "lab-OST0002") {
 		t.Fatalf("df: %v\n%s", err, out)
 	}
+}
+
+// allStopped reports whether every thread of process pid is stopped
+// (state T in /proc/PID/task/TID/stat).
+func allStopped(t *testing.T, pid int) bool {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // a thread that ended
+		}
+		// "TID (comm) S ...": the state follows the last ')'.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 // checkLazyFree checks that a service process runs with
