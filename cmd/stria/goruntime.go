@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -103,4 +106,39 @@ func mountProcs(getenv func(string) string, procs int) (int, bool) {
 		return 0, false
 	}
 	return procs + min(3*procs, 32), true
+}
+
+// mountTimerSlack is the timer slack, in nanoseconds, of the threads of a
+// process that serves a mount: how late the kernel may wake a thread from
+// a timed sleep, to batch wake-ups (50 µs by default). The Go runtime
+// sleeps for microseconds when it hands work between threads — a thread
+// looking for goroutines to run, one that was just made runnable by a
+// request finishing on a thread now waiting in the kernel for its next
+// FUSE request — and every such sleep lasted the default slack more.
+// Measured here (`stria up`, 2 × 5,000 empty-file creates then unlinks,
+// twice per fresh instance, 4 rounds alternating builds without and with
+// it): creates median 8,446 → 11,282/s (5,517-10,618 → 9,092-12,641),
+// unlinks 11,310 → 12,026.
+const mountTimerSlack = 1
+
+// setTimerSlack sets the timer slack of every thread of the process to ns
+// (/proc/TID/timerslack_ns; another thread's needs CAP_SYS_NICE). A thread
+// started later inherits the slack of the thread that starts it, so once
+// all have it, all will; threads started during the first pass are caught
+// by the second.
+func setTimerSlack(ns int) error {
+	value := []byte(strconv.Itoa(ns))
+	for range 2 {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			err := os.WriteFile("/proc/"+t.Name()+"/timerslack_ns", value, 0)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) { // a thread that ended
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -76,6 +76,9 @@ func main() {
 		if procs, ok := mountProcs(os.Getenv, runtime.GOMAXPROCS(0)); ok {
 			runtime.GOMAXPROCS(procs)
 		}
+		if err := setTimerSlack(mountTimerSlack); err != nil {
+			fmt.Fprintf(os.Stderr, "stria: cannot lower the timer slack, running with the default: %v\n", err)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"flag"
+	"os"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stria/stria/api"
@@ -158,5 +162,62 @@ func TestMountProcs(t *testing.T) {
 	}
 	if _, ok := mountProcs(env("3"), 2); ok {
 		t.Error("GOMAXPROCS=3 in the environment: the mount sets its own")
+	}
+}
+
+func TestSetTimerSlack(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("setting another thread's timer slack needs CAP_SYS_NICE (root)")
+	}
+	slack := func(tid string) string {
+		b, err := os.ReadFile("/proc/" + tid + "/timerslack_ns")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	threads := func() []string {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tids []string
+		for _, task := range tasks {
+			tids = append(tids, task.Name())
+		}
+		return tids
+	}
+	before, err := strconv.Atoi(slack("self"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer setTimerSlack(before)
+	if err := setTimerSlack(7); err != nil {
+		t.Fatal(err)
+	}
+	had := len(threads())
+	// Threads started after inherit it: goroutines locked to threads of
+	// their own, all waiting at once, make the runtime start more.
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	const locked = 16
+	for range locked {
+		started.Add(1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with it
+			started.Done()
+			<-release
+		}()
+	}
+	started.Wait()
+	defer close(release)
+	tids := threads()
+	if len(tids) <= had {
+		t.Fatalf("%d threads before, %d with %d goroutines locked to threads: none started", had, len(tids), locked)
+	}
+	for _, tid := range tids {
+		if got := slack(tid); got != "7" {
+			t.Errorf("thread %s: timer slack %s ns, want 7", tid, got)
+		}
 	}
 }
