@@ -243,21 +243,18 @@ func newSidecar(obj uint64, path string) (*sidecar, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create checksums of object %016x: %w", obj, err)
 	}
-	c := &sidecar{obj: obj, f: f, bs: sidecarBlockSize}
-	if err := c.writeHeader(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return c, nil
+	return startSidecar(obj, f)
 }
 
-// writeHeader starts an empty sidecar.
-func (c *sidecar) writeHeader() error {
-	h := crcHeader(c.bs)
-	if _, err := c.f.WriteAt(h[:], 0); err != nil {
-		return fmt.Errorf("write checksum header of object %016x: %w", c.obj, err)
+// startSidecar writes the header of a sidecar of this format's block size
+// into the empty file f, which it closes on failure.
+func startSidecar(obj uint64, f *os.File) (*sidecar, error) {
+	h := crcHeader(sidecarBlockSize)
+	if _, err := f.WriteAt(h[:], 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write checksum header of object %016x: %w", obj, err)
 	}
-	return nil
+	return &sidecar{obj: obj, f: f, bs: sidecarBlockSize}, nil
 }
 
 // promote moves an inline object's slots to a sidecar, before a write of a

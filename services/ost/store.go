@@ -396,12 +396,7 @@ func (s *store) openCRC(obj uint64, path string, fresh bool) (*sidecar, error) {
 		if !fresh {
 			s.log.Error("checksum file missing or empty; blocks holding data will read as corrupt", "object", fmt.Sprintf("%016x", obj))
 		}
-		c := &sidecar{obj: obj, f: f, bs: sidecarBlockSize}
-		if err := c.writeHeader(); err != nil {
-			f.Close()
-			return nil, err
-		}
-		return c, nil
+		return startSidecar(obj, f)
 	}
 	if n == crcHeaderSize {
 		if bs, ok := parseCRCHeader(hdr[:]); ok {
@@ -595,7 +590,7 @@ func (s *store) write(ctx context.Context, obj uint64, off int64, p []byte, dura
 			s.edgeReads.Add(1)
 			eb := iobuf.Get(int(bs))
 			edgeBufs[i] = eb
-			buf := (*eb)[:bs]
+			buf := *eb
 			if err := s.readBlock(h, b, size, buf, oldSlot[:]); err != nil {
 				return 0, err
 			}
@@ -812,7 +807,7 @@ func (s *store) punch(ctx context.Context, obj uint64, size int64) error {
 		// checksum covers the kept bytes and zeros.
 		eb := iobuf.Get(int(bs))
 		defer iobuf.Put(eb)
-		buf := (*eb)[:bs]
+		buf := *eb
 		if err := h.sums.read(b, slot[:]); err != nil {
 			return err
 		}
