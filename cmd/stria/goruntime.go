@@ -129,16 +129,29 @@ const mountTimerSlack = 1
 func setTimerSlack(ns int) error {
 	value := []byte(strconv.Itoa(ns))
 	for range 2 {
-		tasks, err := os.ReadDir("/proc/self/task")
+		tids, err := threadIDs()
 		if err != nil {
 			return err
 		}
-		for _, t := range tasks {
-			err := os.WriteFile("/proc/"+t.Name()+"/timerslack_ns", value, 0)
+		for _, tid := range tids {
+			err := os.WriteFile("/proc/"+tid+"/timerslack_ns", value, 0)
 			if err != nil && !errors.Is(err, fs.ErrNotExist) { // a thread that ended
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// threadIDs lists the IDs of the process's threads (/proc/self/task).
+func threadIDs() ([]string, error) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil, err
+	}
+	tids := make([]string, len(tasks))
+	for i, t := range tasks {
+		tids[i] = t.Name()
+	}
+	return tids, nil
 }

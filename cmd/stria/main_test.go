@@ -177,13 +177,9 @@ func TestSetTimerSlack(t *testing.T) {
 		return strings.TrimSpace(string(b))
 	}
 	threads := func() []string {
-		tasks, err := os.ReadDir("/proc/self/task")
+		tids, err := threadIDs()
 		if err != nil {
 			t.Fatal(err)
-		}
-		var tids []string
-		for _, task := range tasks {
-			tids = append(tids, task.Name())
 		}
 		return tids
 	}
