@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -53,5 +54,43 @@ func TestFUSERingFailureEndsMount(t *testing.T) {
 	}
 	if _, err := mountDevice(mnt); err == nil {
 		t.Fatal("the mount is still there after a ring thread failed")
+	}
+}
+
+// recordForgets is a file system that only notes the FORGETs it gets.
+type recordForgets struct {
+	fuse.RawFileSystem
+	got []uint64
+}
+
+func (r *recordForgets) Forget(nodeid, nlookup uint64) { r.got = append(r.got, nodeid) }
+
+// TestForgetPacer: every FORGET reaches the file system, in order; the
+// reader rests before the first of a read, not between the FORGETs of one
+// read, and again before the next read's first.
+func TestForgetPacer(t *testing.T) {
+	inner := &recordForgets{RawFileSystem: fuse.NewDefaultRawFileSystem()}
+	p := newForgetPacer(inner)
+	clock := time.Unix(1000, 0)
+	var rests []time.Duration
+	p.now = func() time.Time { return clock }
+	p.sleep = func(d time.Duration) { rests = append(rests, d); clock = clock.Add(d) }
+
+	// One read's BATCH_FORGET: entries microseconds apart.
+	for id := uint64(1); id <= 3; id++ {
+		p.Forget(id, 1)
+		clock = clock.Add(2 * time.Microsecond)
+	}
+	if len(rests) != 1 || rests[0] != forgetPause {
+		t.Fatalf("rests during one read: %v, want one of %v", rests, forgetPause)
+	}
+	// The next read, after the reader waited in the kernel.
+	clock = clock.Add(300 * time.Microsecond)
+	p.Forget(4, 1)
+	if len(rests) != 2 {
+		t.Fatalf("rests after a second read: %v, want two", rests)
+	}
+	if want := []uint64{1, 2, 3, 4}; !slices.Equal(inner.got, want) {
+		t.Fatalf("forgets passed on: %v, want %v", inner.got, want)
 	}
 }
